@@ -1,0 +1,162 @@
+"""Trace-time argument checks and the small shape/dtype helpers every loss shares.
+
+Every check here runs on static information (shapes, dtypes, Python values), so it costs nothing
+at run time and fires when the function is traced, with the argument's name and shapes in the
+message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Axis = int | tuple[int, ...]
+
+REDUCTIONS = ("none", "sum", "mean", "sum_and_count")
+
+
+def _shape(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def check_floating(x: Any, name: str, fn: str) -> None:
+    """Raise a TypeError unless `x` has a floating dtype."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"{fn}: `{name}` must have a floating dtype, got {dtype} with shape {_shape(x)}."
+        )
+
+
+def check_integer_labels(labels: Any, fn: str, dense_alternative: str) -> None:
+    """Raise a TypeError unless `labels` has an integer dtype, with a hint for probabilities."""
+    dtype = jnp.result_type(labels)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"{fn}: `labels` must be integer class indices, got dtype {dtype} with shape "
+            f"{_shape(labels)}. For one-hot or soft (probability) targets use "
+            f"`jaxloss.{dense_alternative}`."
+        )
+
+
+def canonicalize_axes(axis: Any, ndim: int, name: str, shape: Sequence[int], fn: str) -> tuple:
+    """Return `axis` as a tuple of distinct non-negative ints, or raise naming the shape."""
+    if isinstance(axis, bool) or not isinstance(axis, int | tuple | list):
+        raise TypeError(
+            f"{fn}: `axis` must be an int or a tuple of ints, got {axis!r} "
+            f"(type {type(axis).__name__})."
+        )
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if not axes:
+        raise ValueError(f"{fn}: `axis` must name at least one axis, got {axis!r}.")
+    out = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, int | np.integer):
+            raise TypeError(f"{fn}: `axis` entries must be ints, got {axis!r}.")
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"{fn}: `axis`={axis!r} is out of range for `{name}` with shape "
+                f"{tuple(shape)} ({ndim} dimensions)."
+            )
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{fn}: `axis`={axis!r} repeats an axis.")
+    return tuple(out)
+
+
+def check_same_shape(a: Any, b: Any, name_a: str, name_b: str, fn: str) -> None:
+    if _shape(a) != _shape(b):
+        raise ValueError(
+            f"{fn}: `{name_a}` and `{name_b}` must have the same shape, got "
+            f"{_shape(a)} and {_shape(b)}."
+        )
+
+
+def check_reduction(reduction: Any, fn: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"{fn}: unknown `reduction`={reduction!r}; expected one of "
+            f"{', '.join(repr(r) for r in REDUCTIONS)}."
+        )
+    return reduction
+
+
+def check_label_smoothing(eps: Any, fn: str) -> None:
+    if isinstance(eps, int | float | np.floating | np.integer) and not 0.0 <= float(eps) <= 1.0:
+        raise ValueError(f"{fn}: `label_smoothing` must lie in [0, 1], got {eps!r}.")
+
+
+def check_where(where: Any, logits_shape: tuple[int, ...], batch_shape: tuple, fn: str) -> None:
+    """`where` must broadcast to the batch shape or to the logits' shape."""
+    wshape = _shape(where)
+    if not jnp.issubdtype(jnp.result_type(where), jnp.bool_):
+        raise TypeError(
+            f"{fn}: `where` must be a boolean mask, got dtype {jnp.result_type(where)} with "
+            f"shape {wshape}."
+        )
+    for target in (logits_shape, batch_shape):
+        try:
+            if np.broadcast_shapes(wshape, target) == tuple(target):
+                return
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{fn}: `where` with shape {wshape} broadcasts neither to the logits' shape "
+        f"{tuple(logits_shape)} (a class mask) nor to the batch shape {tuple(batch_shape)} "
+        "(an example mask)."
+    )
+
+
+def compute_dtype(dtype: Any) -> Any:
+    """The dtype we compute in: at least float32, so bf16/f16 inputs are computed in f32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def classes_last(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """Move `axes` to the end (in the order given) and flatten them into one class axis."""
+    batch_axes = tuple(a for a in range(x.ndim) if a not in axes)
+    perm = batch_axes + axes
+    if perm != tuple(range(x.ndim)):
+        x = jnp.transpose(x, perm)
+    batch_shape = x.shape[: len(batch_axes)]
+    if len(axes) != 1:
+        x = x.reshape((*batch_shape, -1))
+    return x
+
+
+def classes_restore(x: jax.Array, axes: tuple[int, ...], shape: tuple[int, ...]) -> jax.Array:
+    """Inverse of `classes_last` for an array of the original `shape`."""
+    batch_axes = tuple(a for a in range(len(shape)) if a not in axes)
+    perm = batch_axes + axes
+    x = x.reshape(tuple(shape[a] for a in perm))
+    if perm != tuple(range(len(shape))):
+        x = jnp.transpose(x, tuple(np.argsort(perm)))
+    return x
+
+
+def reduce_loss(
+    per_example: jax.Array, count: jax.Array | None, reduction: str
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Apply `reduction` to per-example losses.
+
+    `count` is the mean's denominator (number of valid examples, or the sum of their class
+    weights); `None` means every example counts once. A mean over a zero count is 0, not NaN.
+    """
+    if reduction == "none":
+        return per_example
+    total = jnp.sum(per_example)
+    if count is None:
+        count = jnp.asarray(per_example.size, per_example.dtype)
+    else:
+        count = jnp.sum(count).astype(per_example.dtype)
+    if reduction == "sum":
+        return total
+    if reduction == "sum_and_count":
+        return total, count
+    # Double where: the untaken branch divides by 1, so neither value nor gradient is NaN.
+    safe = jnp.where(count > 0, count, 1)
+    return jnp.where(count > 0, total / safe, jnp.zeros_like(total))
