@@ -1,1 +1,36 @@
-"""jaxloss."""
+"""jaxloss: correct, fast classification losses for JAX.
+
+Cross-entropy, negative log-likelihood, KL divergence and entropy with Optax's call shape
+(predictions first, targets second, then ``axis`` and ``where``), hand-derived gradients, and
+finite results wherever the mathematics is finite.
+"""
+
+from jaxloss._cross_entropy import cross_entropy as cross_entropy
+from jaxloss._cross_entropy import nll_loss as nll_loss
+from jaxloss._cross_entropy import softmax_cross_entropy as softmax_cross_entropy
+from jaxloss._cross_entropy import (
+    softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
+)
+from jaxloss._entropy import entropy as entropy
+from jaxloss._entropy import kl_divergence as kl_divergence
+from jaxloss._entropy import kl_divergence_with_log_targets as kl_divergence_with_log_targets
+from jaxloss._entropy import softmax_entropy as softmax_entropy
+from jaxloss._softmax import log_softmax as log_softmax
+from jaxloss._softmax import logsumexp as logsumexp
+from jaxloss._softmax import softmax as softmax
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "cross_entropy",
+    "entropy",
+    "kl_divergence",
+    "kl_divergence_with_log_targets",
+    "log_softmax",
+    "logsumexp",
+    "nll_loss",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "softmax_entropy",
+]

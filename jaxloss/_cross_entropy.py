@@ -1,0 +1,512 @@
+"""Softmax cross-entropy with a hand-derived gradient, and negative log-likelihood.
+
+The gradient of cross-entropy with respect to the logits is `A·softmax(x) − t` per row, where
+`t` is the (weighted, smoothed) target and `A = Σ_j t_j` (plus the z-loss term `2·z·lse`). We
+state it as a `custom_jvp` rule, whose tangent map is linear, so forward mode (`jvp`, `jacfwd`,
+`hessian`) works and reverse mode is its transpose. Inside the rule, the tangent is computed by a
+`jax.checkpoint`ed function of the logits and a few per-row numbers, so the backward pass
+recomputes `softmax` from the logits rather than keeping a `[..., K]` residual.
+
+The true-class component `p_y − 1` would lose every digit to cancellation once `p_y` is within
+1e-7 of 1. The rule never forms it by subtraction: when one class holds more than half of the
+mass, its `p − 1` is `expm1(−log_s)` (see `_softmax.max_and_log_sum`), and the `−1` of the
+target is folded in exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from jaxloss import _checks
+from jaxloss._softmax import finite_log_sum, max_and_log_sum
+
+Array = jax.Array
+_LOG2 = math.log(2.0)
+
+
+def _rows(xf: Array) -> tuple[Array, Array, Array, Array, Array, Array]:
+    """Row statistics: (m, d, log_s, top, dominant, em1).
+
+    `top` marks each row's maximum entries, `dominant` [B, 1] says the maximum is unique and holds
+    more than half of the mass, and `em1` [B, 1] is its `p − 1 = expm1(−log_s)`, exact.
+    """
+    m, d, log_s = max_and_log_sum(xf)
+    log_s_f = finite_log_sum(log_s)
+    return m, d, log_s, d == 0, log_s < _LOG2, jnp.expm1(-log_s_f)
+
+
+def _prob_minus_top(d: Array, log_s: Array, top: Array, dominant: Array, em1: Array) -> Array:
+    """`p_j − [j is the dominant class]`: exact both for small `p_j` and for `p_j` near 1."""
+    return jnp.where(top & dominant, em1, jnp.exp(d - finite_log_sum(log_s)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer labels.
+
+
+def _int_forward(eps, zl, x, labels, valid, mask, class_w):
+    """Per-example loss and the per-row numbers the tangent needs."""
+    k = x.shape[-1]
+    xf = x.astype(_checks.compute_dtype(x.dtype))
+    if mask is not None:
+        xf = jnp.where(mask, xf, -jnp.inf)
+        valid = valid & jnp.any(mask, axis=-1)
+    m, d, log_s, top, dominant, em1 = _rows(xf)
+    in_range = (labels >= 0) & (labels < k)
+    y = jnp.where(in_range, labels, 0)[..., None]
+    d_y = jnp.take_along_axis(d, y, axis=-1)
+    nll = log_s - d_y  # (m + log_s) − x_y, exact when the label is the maximum (d_y = 0)
+    w_y = jnp.ones_like(d_y) if class_w is None else class_w.astype(xf.dtype)[y]
+    lse = m + log_s
+    c_lab = (1.0 - eps) * w_y
+    loss = c_lab * nll
+    a = c_lab
+    smooth = None
+    if eps:
+        cw = jnp.ones((k,), xf.dtype) if class_w is None else class_w.astype(xf.dtype)
+        keep = (cw != 0) if mask is None else mask & (cw != 0)
+        n_cls = jnp.float32(k) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=xf.dtype)
+        n_cls = jnp.maximum(n_cls, 1)
+        w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
+        # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset.
+        wd = jnp.sum(jnp.where(keep, cw * d, 0), -1, keepdims=True)
+        loss = loss + (eps / n_cls) * (w_tot * log_s - wd)
+        a = a + eps * w_tot / n_cls
+        smooth = jnp.where(keep, (eps / n_cls) * cw, 0)
+    if zl:
+        loss = loss + zl * lse**2
+        a = a + 2 * zl * lse
+    valid = valid[..., None]
+    bad = valid & ~in_range[..., None]
+    nan = jnp.full_like(loss, jnp.nan)
+    loss = jnp.where(bad, nan, jnp.where(valid, loss, 0))
+    a = jnp.where(bad, nan, jnp.where(valid, a, 0))
+    c_lab = jnp.where(valid, c_lab, 0)
+    if smooth is not None:
+        smooth = jnp.where(valid, smooth, 0)
+    label_top = (d_y == 0) & dominant
+    stats = (m, log_s, dominant, em1, a, c_lab, label_top, smooth)
+    return loss[..., 0], y, stats
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _int_ce(eps, zl, x, labels, valid, mask, class_w):
+    return _int_forward(eps, zl, x, labels, valid, mask, class_w)[0]
+
+
+def _int_tangent(x, mask, y, stats, tx):
+    m, log_s, dominant, em1, a, c_lab, label_top, smooth = stats
+    xf = x.astype(a.dtype)
+    if mask is not None:
+        xf = jnp.where(mask, xf, -jnp.inf)
+    d = xf - m
+    top = d == 0
+    q = _prob_minus_top(d, log_s, top, dominant, em1)
+    # Gradient row: A·p − t. At the dominant class, A·(p − 1) + (A − t_dom) with t_dom = c_lab
+    # when it is the label, so a confident correct row never subtracts two numbers near 1.
+    h = a * q + jnp.where(top & dominant, a - c_lab * label_top, 0)
+    if smooth is not None:
+        h = h - smooth
+    # The rest of the label's target (when it is not the dominant class) is a gather: its
+    # transpose is a B-element scatter-add, not a pass over [B, K].
+    coef = -c_lab * ~label_top
+    txf = tx.astype(a.dtype)
+    return jnp.sum(h * txf, -1) + (coef * jnp.take_along_axis(txf, y, axis=-1))[..., 0]
+
+
+def _int_ce_jvp(eps, zl, primals, tangents):
+    x, labels, valid, mask, class_w = primals
+    tx = tangents[0]
+    loss, y, stats = _int_forward(eps, zl, x, labels, valid, mask, class_w)
+    if isinstance(tx, SymbolicZero):
+        return loss, jnp.zeros_like(loss)
+    return loss, jax.checkpoint(_int_tangent)(x, mask, y, stats, tx)
+
+
+_int_ce.defjvp(_int_ce_jvp, symbolic_zeros=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense (one-hot or soft) targets.
+
+
+def _dense_forward(x, t, mask):
+    xf = x.astype(_checks.compute_dtype(x.dtype))
+    tf = t.astype(xf.dtype)
+    if mask is not None:
+        xf = jnp.where(mask, xf, -jnp.inf)
+        tf = jnp.where(mask, tf, 0)
+    m, d, log_s, top, dominant, em1 = _rows(xf)
+    # −log q_j = log_s − d_j. A zero target contributes 0 even where q_j = 0 (0·log 0 = 0).
+    neg_log_q = log_s - d
+    loss = jnp.sum(jnp.where(tf != 0, tf * neg_log_q, 0), -1)
+    return loss, (m, log_s, dominant, em1, jnp.sum(tf, -1, keepdims=True))
+
+
+@jax.custom_jvp
+def _dense_ce(x, t, mask):
+    return _dense_forward(x, t, mask)[0]
+
+
+def _dense_tangent(x, t, mask, stats, tx, tt):
+    m, log_s, dominant, em1, t_sum = stats
+    xf = x.astype(t_sum.dtype)
+    tf = t.astype(xf.dtype)
+    if mask is not None:
+        xf = jnp.where(mask, xf, -jnp.inf)
+        tf = jnp.where(mask, tf, 0)
+    d = xf - m
+    out = jnp.zeros(x.shape[:-1], xf.dtype)
+    if tx is not None:
+        top = d == 0
+        q = _prob_minus_top(d, log_s, top, dominant, em1)
+        h = t_sum * q + jnp.where(top & dominant, t_sum - tf, -tf)
+        out = out + jnp.sum(h * tx.astype(xf.dtype), -1)
+    if tt is not None:
+        neg_log_q = log_s - d
+        if mask is not None:
+            neg_log_q = jnp.where(mask, neg_log_q, 0)
+        out = out + jnp.sum(neg_log_q * tt.astype(xf.dtype), -1)
+    return out
+
+
+def _dense_ce_jvp(primals, tangents):
+    x, t, mask = primals
+    tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents[:2])
+    loss, stats = _dense_forward(x, t, mask)
+    if tx is None and tt is None:
+        return loss, jnp.zeros_like(loss)
+    return loss, jax.checkpoint(_dense_tangent)(x, t, mask, stats, tx, tt)
+
+
+_dense_ce.defjvp(_dense_ce_jvp, symbolic_zeros=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument handling shared by the public functions.
+
+
+def _static_float(value: Any, name: str, fn: str) -> float:
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{fn}: `{name}` must be a Python number (it is static), got a tracer.")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: `{name}` must be a number, got {value!r}.") from None
+
+
+def _batch_mask(where: Any, logits_shape, axes, batch_shape, fn) -> tuple[Any, Any]:
+    """Split `where` into an example mask [batch] and a class mask [batch, K] (either None)."""
+    if where is None:
+        return None, None
+    _checks.check_where(where, logits_shape, batch_shape, fn)
+    where = jnp.asarray(where)
+    try:
+        if np.broadcast_shapes(where.shape, batch_shape) == tuple(batch_shape):
+            return jnp.broadcast_to(where, batch_shape), None
+    except ValueError:
+        pass
+    return None, _checks.classes_last(jnp.broadcast_to(where, logits_shape), axes)
+
+
+def _check_labels_callback(labels: Array, ok: Array, num_classes: int, fn: str) -> None:
+    def report(labels, ok):
+        bad = np.argwhere(~np.asarray(ok))
+        if bad.size:
+            pos = tuple(int(i) for i in bad[0])
+            raise ValueError(
+                f"{fn}: label {int(np.asarray(labels)[pos])} at position {pos} is outside "
+                f"[0, {num_classes}) ({len(bad)} bad label(s) in all)."
+            )
+
+    jax.debug.callback(report, labels, ok)
+
+
+def _prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=None):
+    _checks.check_floating(logits, "logits", fn)
+    _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    batch_shape = tuple(n for a, n in enumerate(logits.shape) if a not in axes)
+    if labels.shape != batch_shape:
+        raise ValueError(
+            f"{fn}: `labels` must have the logits' shape without the class axis {axis!r}: "
+            f"expected {batch_shape} for logits of shape {logits.shape}, got {labels.shape}."
+        )
+    example_mask, class_mask = _batch_mask(where, logits.shape, axes, batch_shape, fn)
+    x = _checks.classes_last(logits, axes)
+    valid = jnp.ones(batch_shape, bool) if example_mask is None else example_mask
+    if ignore_index is not None:
+        valid = valid & (labels != ignore_index)
+    if check_labels:
+        k = x.shape[-1]
+        _check_labels_callback(labels, ~valid | ((labels >= 0) & (labels < k)), k, fn)
+    return x, labels, valid, class_mask
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: Any, labels: Any, axis: Any = -1, where: Any = None, *, check_labels: bool = False
+) -> Array:
+    r"""Softmax cross-entropy against integer class labels (a drop-in for Optax's).
+
+    .. math::
+        \ell_i = -\log \operatorname{softmax}(x_i)_{y_i}
+              = \log \sum_j e^{x_{ij}} - x_{i y_i}
+
+    Args:
+        logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
+        labels: ``[...]`` integer class indices in ``[0, K)``.
+        axis: the class axis, or a tuple of axes (a label then indexes the flattened slice).
+        where: optional boolean mask: shaped like ``labels`` to drop whole examples (loss 0,
+            gradient 0), or like ``logits`` to leave classes out of the normalisation.
+        check_labels: if True, raise at run time (also under ``jit``) naming the first label
+            outside ``[0, K)`` and its position. Costs a host callback.
+
+    Returns:
+        ``[...]`` per-example losses, float32 for bf16/f16 logits.
+
+    Numerics:
+        Gradient is the hand-derived ``softmax(x) − one_hot(y)``; ``p_y − 1`` is exact to
+        rounding even at ``p_y = 1 − 1e-7``. ``-inf`` logits on other classes are fine; an
+        out-of-range label gives NaN (never a silent finite loss); a label whose class is
+        masked out gives ``+inf``; a fully masked row gives 0 with gradient 0.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+        >>> loss = jaxloss.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1]))
+        >>> print(loss)
+        [0.2761 2.9518]
+    """
+    return cross_entropy(logits, labels, axis, where, check_labels=check_labels)
+
+
+def cross_entropy(
+    logits: Any,
+    labels: Any,
+    axis: Any = -1,
+    where: Any = None,
+    *,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    class_weights: Any = None,
+    z_loss: float = 0.0,
+    logit_softcap: float | None = None,
+    reduction: str = "none",
+    check_labels: bool = False,
+) -> Array | tuple[Array, Array]:
+    r"""Cross-entropy with integer labels and PyTorch's options, on Optax's call shape.
+
+    With target :math:`t = (1-\varepsilon)\,\mathrm{onehot}(y) + \varepsilon/K'`, class
+    weights :math:`w` and :math:`\mathrm{lse} = \log\sum_j e^{x_j}`:
+
+    .. math::
+        \ell = (1-\varepsilon)\, w_y (\mathrm{lse} - x_y)
+             + \frac{\varepsilon}{K'} \sum_j w_j (\mathrm{lse} - x_j)
+             + z\,\mathrm{lse}^2
+
+    where :math:`K'` counts the classes left in by ``where``.
+
+    Args:
+        logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
+        labels: ``[...]`` integer class indices.
+        axis: the class axis or tuple of axes (a label then indexes the flattened slice).
+        where: boolean mask shaped like ``labels`` (drops examples) or like ``logits`` (drops
+            classes from the normalisation), as in Optax.
+        ignore_index: a label value (PyTorch uses -100) whose examples give loss 0 and
+            gradient 0 and leave the ``"mean"`` denominator.
+        label_smoothing: ε in [0, 1], PyTorch's formula.
+        class_weights: ``[K]`` weights; each example is weighted by its label's weight and
+            ``"mean"`` divides by the sum of those weights over valid examples (PyTorch).
+        z_loss: coefficient of the auxiliary ``z·lse²`` term (per valid example, unweighted).
+        logit_softcap: if set to ``c``, logits are replaced by ``c·tanh(x/c)`` first.
+        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (0 when nothing is valid) or
+            ``"sum_and_count"``, which returns ``(sum, count)`` with ``count`` the ``"mean"``
+            denominator, for exact means over micro-batches or hosts.
+        check_labels: if True, raise at run time (also under ``jit``) naming the first
+            out-of-range label and its position.
+
+    Returns:
+        ``[...]`` losses for ``"none"``, a scalar for ``"sum"``/``"mean"``, a pair of scalars
+        for ``"sum_and_count"``; float32 for bf16/f16 logits.
+
+    Numerics:
+        Computed in float32 for bf16/f16 logits; gradient is the hand-derived
+        ``A·softmax(x) − t`` with the true-class ``p_y − 1`` free of cancellation, and only the
+        logits and per-row scalars kept for the backward pass. Out-of-range labels (other than
+        ``ignore_index``) give NaN.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> labels = jnp.array([0, -100])
+        >>> print(jaxloss.cross_entropy(logits, labels, ignore_index=-100))
+        [0.2413 0.    ]
+        >>> mean = jaxloss.cross_entropy(
+        ...     logits, jnp.array([0, 2]), label_smoothing=0.1, reduction="mean")
+        >>> print(mean)
+        0.3455
+    """
+    fn = "cross_entropy"
+    _checks.check_reduction(reduction, fn)
+    _checks.check_label_smoothing(label_smoothing, fn)
+    eps = _static_float(label_smoothing, "label_smoothing", fn)
+    zl = _static_float(z_loss, "z_loss", fn)
+    x, labels, valid, class_mask = _prepare_int(
+        logits, labels, axis, where, fn, check_labels, ignore_index
+    )
+    k = x.shape[-1]
+    if class_weights is not None:
+        _checks.check_floating(class_weights, "class_weights", fn)
+        class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights))
+        if class_weights.shape != (k,):
+            raise ValueError(
+                f"{fn}: `class_weights` must have shape ({k},) for {k} classes (logits of "
+                f"shape {np.shape(logits)}), got {class_weights.shape}."
+            )
+    if logit_softcap is not None:
+        cap = _static_float(logit_softcap, "logit_softcap", fn)
+        if cap <= 0:
+            raise ValueError(f"{fn}: `logit_softcap` must be positive, got {logit_softcap!r}.")
+        xf = x.astype(_checks.compute_dtype(x.dtype))
+        x = cap * jnp.tanh(xf / cap)
+    loss = _int_ce(eps, zl, x, labels, valid, class_mask, class_weights)
+    count = None
+    if reduction != "none":
+        if class_mask is not None:
+            valid = valid & jnp.any(class_mask, axis=-1)
+        count = valid.astype(loss.dtype)
+        if class_weights is not None:
+            safe = jnp.where((labels >= 0) & (labels < k), labels, 0)
+            count = jnp.where(valid, class_weights.astype(loss.dtype)[safe], 0)
+    return _checks.reduce_loss(loss, count, reduction)
+
+
+def softmax_cross_entropy(logits: Any, labels: Any, axis: Any = -1, where: Any = None) -> Array:
+    r"""Softmax cross-entropy against one-hot or soft targets (a drop-in for Optax's).
+
+    .. math::
+        \ell_i = -\sum_j t_{ij} \log \operatorname{softmax}(x_i)_j
+
+    Args:
+        logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
+        labels: ``[..., K]`` target probabilities (each row is a distribution).
+        axis: the class axis or tuple of axes.
+        where: optional boolean mask shaped like the batch (drops examples) or like ``logits``
+            (drops classes).
+
+    Returns:
+        ``[...]`` per-example losses, float32 for bf16/f16 logits.
+
+    Numerics:
+        A zero target contributes 0 even where the logit is ``-inf`` (``0·log 0 = 0``), where
+        Optax gives NaN. Gradient w.r.t. logits is the hand-derived ``Σt·softmax(x) − t``, with
+        the dominant class's ``p − 1`` computed without cancellation; w.r.t. targets it is
+        ``−log softmax(x)``. The backward pass keeps only logits, targets and per-row scalars.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+        >>> targets = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+        >>> print(jaxloss.softmax_cross_entropy(logits, targets))
+        [0.2761 1.8018]
+    """
+    fn = "softmax_cross_entropy"
+    _checks.check_floating(logits, "logits", fn)
+    _checks.check_floating(labels, "labels", fn)
+    _checks.check_same_shape(logits, labels, "logits", "labels", fn)
+    logits = jnp.asarray(logits)
+    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    batch_shape = tuple(n for a, n in enumerate(logits.shape) if a not in axes)
+    example_mask, class_mask = _batch_mask(where, logits.shape, axes, batch_shape, fn)
+    x = _checks.classes_last(logits, axes)
+    t = _checks.classes_last(jnp.asarray(labels), axes)
+    if example_mask is not None:
+        class_mask = jnp.broadcast_to(example_mask[..., None], x.shape)
+    return _dense_ce(x, t, class_mask)
+
+
+def nll_loss(
+    log_probs: Any,
+    labels: Any,
+    axis: Any = -1,
+    where: Any = None,
+    *,
+    ignore_index: int | None = None,
+    class_weights: Any = None,
+    reduction: str = "none",
+    check_labels: bool = False,
+) -> Array | tuple[Array, Array]:
+    r"""Negative log-likelihood of integer labels under given log-probabilities.
+
+    .. math::
+        \ell_i = -w_{y_i} \log q_{i y_i}
+
+    ``nll_loss(log_softmax(x), y)`` equals ``cross_entropy(x, y)``.
+
+    Args:
+        log_probs: ``[..., K]`` log-probabilities (e.g. from ``log_softmax``), floating dtype.
+        labels: ``[...]`` integer class indices.
+        axis: the class axis or tuple of axes.
+        where: optional boolean mask shaped like ``labels``: masked examples give 0.
+        ignore_index: a label value whose examples give 0 and leave the ``"mean"`` denominator.
+        class_weights: ``[K]`` weights; ``"mean"`` divides by the sum of the valid examples'
+            label weights (PyTorch).
+        reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"sum_and_count"``.
+        check_labels: if True, raise at run time naming the first out-of-range label.
+
+    Returns:
+        ``[...]`` losses for ``"none"``, else a scalar (or a pair for ``"sum_and_count"``);
+        float32 for bf16/f16 inputs.
+
+    Numerics:
+        A pure gather, no normalisation: the input is trusted to be log-probabilities. A label
+        with ``log q = -inf`` gives ``+inf``; out-of-range labels give NaN. The gradient is
+        ``−w_y`` at the label and 0 elsewhere.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> log_q = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]))
+        >>> print(jaxloss.nll_loss(log_q, jnp.array([0, 1])))
+        [0.6931 0.2231]
+    """
+    fn = "nll_loss"
+    _checks.check_reduction(reduction, fn)
+    x, labels, valid, class_mask = _prepare_int(
+        log_probs, labels, axis, where, fn, check_labels, ignore_index
+    )
+    if class_mask is not None:
+        raise ValueError(
+            f"{fn}: `where` must be shaped like `labels` {labels.shape} (an example mask); got "
+            f"{np.shape(where)}. Mask classes in the `log_softmax` that produced `log_probs`."
+        )
+    k = x.shape[-1]
+    xf = x.astype(_checks.compute_dtype(x.dtype))
+    in_range = (labels >= 0) & (labels < k)
+    y = jnp.where(in_range, labels, 0)
+    w = jnp.ones(labels.shape, xf.dtype)
+    if class_weights is not None:
+        _checks.check_floating(class_weights, "class_weights", fn)
+        class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights))
+        if class_weights.shape != (k,):
+            raise ValueError(
+                f"{fn}: `class_weights` must have shape ({k},) for {k} classes (log_probs of "
+                f"shape {np.shape(log_probs)}), got {class_weights.shape}."
+            )
+        w = class_weights.astype(xf.dtype)[y]
+    picked = jnp.take_along_axis(xf, y[..., None], axis=-1)[..., 0]
+    loss = jnp.where(valid, -w * jnp.where(valid, picked, 0), 0)
+    loss = jnp.where(valid & ~in_range, jnp.nan, loss)
+    return _checks.reduce_loss(loss, jnp.where(valid, w, 0), reduction)

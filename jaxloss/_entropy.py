@@ -1,0 +1,219 @@
+"""Entropy and Kullback-Leibler divergence, with 0·log 0 = 0 in values and gradients.
+
+Terms with zero probability are outside the support: they contribute 0 to the value and 0 to
+the gradient. Each such term is written with a double `where` (the inner one feeds `log` a safe
+1, the outer one selects 0), so no `0·(−inf)` or `log 0` ever enters a derivative and no NaN
+leaks into `grad` (the JAX FAQ's "gradients contain NaN where using where").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxloss import _checks
+from jaxloss._softmax import finite_log_sum, max_and_log_sum
+
+Array = jax.Array
+
+
+def _xlogx(p: Array) -> Array:
+    """p·log p with 0·log 0 = 0 and a zero gradient at p = 0; NaN for p < 0."""
+    zero = p == 0
+    return jnp.where(zero, jnp.zeros_like(p), p * jnp.log(jnp.where(zero, jnp.ones_like(p), p)))
+
+
+def _mask_for(where: Any, shape: tuple, axes: tuple, fn: str) -> Array | None:
+    """`where` as a mask of the full `shape`; an example-shaped mask is expanded over `axes`."""
+    if where is None:
+        return None
+    batch_shape = tuple(n for a, n in enumerate(shape) if a not in axes)
+    _checks.check_where(where, shape, batch_shape, fn)
+    where = jnp.asarray(where)
+    try:
+        full = np.broadcast_shapes(where.shape, shape) == tuple(shape)
+    except ValueError:
+        full = False
+    if not full:
+        where = jnp.expand_dims(jnp.broadcast_to(where, batch_shape), axes)
+    return jnp.broadcast_to(where, shape)
+
+
+def _prepare(fn: str, axis: Any, where: Any, **arrays: Any):
+    names = list(arrays)
+    for name in names:
+        _checks.check_floating(arrays[name], name, fn)
+    vals = [jnp.asarray(v) for v in arrays.values()]
+    for name, v in zip(names[1:], vals[1:], strict=True):
+        _checks.check_same_shape(vals[0], v, names[0], name, fn)
+    shape = vals[0].shape
+    axes = _checks.canonicalize_axes(axis, len(shape), names[0], shape, fn)
+    dtype = _checks.compute_dtype(jnp.result_type(*vals))
+    return [v.astype(dtype) for v in vals], axes, _mask_for(where, shape, axes, fn)
+
+
+def _in_base(h: Array, base: Any, fn: str) -> Array:
+    if base is None:
+        return h
+    if isinstance(base, jax.core.Tracer) or not float(base) > 0 or float(base) == 1:
+        raise ValueError(f"{fn}: `base` must be a positive number other than 1, got {base!r}.")
+    return h / math.log(float(base))
+
+
+def entropy(probs: Any, axis: Any = -1, where: Any = None, *, base: float | None = None) -> Array:
+    r"""Shannon entropy of probability vectors, in nats (or in ``base``).
+
+    .. math::
+        H(p) = -\sum_j p_j \log p_j, \qquad 0 \log 0 = 0
+
+    Args:
+        probs: ``[..., K]`` probabilities, floating dtype.
+        axis: the class axis or tuple of axes.
+        where: optional boolean mask shaped like ``probs`` (entries to include) or like the
+            batch (examples to include; masked examples give 0).
+        base: ``None`` for nats, ``2`` for bits, any positive number other than 1.
+
+    Returns:
+        ``[...]`` entropies, float32 for bf16/f16 inputs.
+
+    Numerics:
+        ``0·log 0 = 0`` in the value, and the gradient w.r.t. a zero probability is 0 (the
+        term is outside the support) rather than ``∞`` or NaN. Negative probabilities give
+        NaN. Bits are nats divided by ``ln 2``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> p = jnp.array([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5]])
+        >>> print(jaxloss.entropy(p, base=2))
+        [1.  1.5]
+    """
+    fn = "entropy"
+    (p,), axes, mask = _prepare(fn, axis, where, probs=probs)
+    return _in_base(-jnp.sum(_xlogx(p), axis=axes, where=mask), base, fn)
+
+
+def softmax_entropy(
+    logits: Any, axis: Any = -1, where: Any = None, *, base: float | None = None
+) -> Array:
+    r"""Entropy of ``softmax(logits)``, computed from the logits without forming ``log 0``.
+
+    .. math::
+        H(\operatorname{softmax}(x)) = \log \sum_k e^{x_k} - \sum_j \operatorname{softmax}(x)_j\, x_j
+
+    Args:
+        logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
+        axis: the class axis or tuple of axes.
+        where: optional boolean mask shaped like ``logits`` (classes left out of the softmax) or
+            like the batch (masked examples give 0).
+        base: ``None`` for nats, ``2`` for bits.
+
+    Returns:
+        ``[...]`` entropies, float32 for bf16/f16 inputs.
+
+    Numerics:
+        ``-inf`` logits are classes of probability 0: they add nothing and get gradient 0.
+        A confident row (``p_max`` near 1) keeps its small entropy to full relative precision,
+        because ``log p_max = −log1p(r)`` is formed without rounding ``1 + r``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> print(jaxloss.softmax_entropy(jnp.array([0.0, 0.0, -jnp.inf]), base=2))
+        1.0
+    """
+    fn = "softmax_entropy"
+    (x,), axes, mask = _prepare(fn, axis, where, logits=logits)
+    x = _checks.classes_last(x, axes)
+    if mask is not None:
+        mask = _checks.classes_last(mask, axes)
+        x = jnp.where(mask, x, -jnp.inf)
+    _, d, log_s = max_and_log_sum(x)
+    log_p = d - finite_log_sum(log_s)
+    live = log_p > -jnp.inf
+    safe = jnp.where(live, log_p, jnp.zeros_like(log_p))
+    h = -jnp.sum(jnp.where(live, jnp.exp(safe) * safe, jnp.zeros_like(safe)), axis=-1)
+    return _in_base(h, base, fn)
+
+
+def kl_divergence(
+    log_predictions: Any, targets: Any, axis: Any = -1, where: Any = None
+) -> Array:
+    r"""Kullback-Leibler divergence ``KL(targets ‖ predictions)`` (a drop-in for Optax's).
+
+    .. math::
+        \mathrm{KL}(p \,\|\, q) = \sum_j p_j (\log p_j - \log q_j), \qquad
+        \text{terms with } p_j = 0 \text{ are } 0
+
+    Args:
+        log_predictions: ``[..., K]`` log-probabilities of the prediction ``q``.
+        targets: ``[..., K]`` probabilities of the target ``p`` (zeros allowed).
+        axis: the class axis or tuple of axes.
+        where: optional boolean mask shaped like the inputs or like the batch.
+
+    Returns:
+        ``[...]`` divergences, ≥ 0 for normalised inputs; float32 for bf16/f16 inputs.
+
+    Numerics:
+        Zero targets contribute 0 to the value and 0 to both gradients (Optax's version gives
+        NaN gradients w.r.t. targets there). A target with ``q_j = 0`` gives ``+inf``, the
+        true value. Note the order: prediction first, as in Optax; PyTorch's ``kl_div`` takes
+        the same order but defaults to a batch mean.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> p = jnp.array([0.5, 0.5, 0.0])
+        >>> q = jnp.array([0.25, 0.5, 0.25])
+        >>> print(jaxloss.kl_divergence(jnp.log(q), p))
+        0.3466
+    """
+    fn = "kl_divergence"
+    (lq, p), axes, mask = _prepare(fn, axis, where, log_predictions=log_predictions, targets=targets)
+    zero = p == 0
+    term = _xlogx(p) - jnp.where(zero, jnp.zeros_like(p), p * jnp.where(zero, 0, lq))
+    return jnp.sum(term, axis=axes, where=mask)
+
+
+def kl_divergence_with_log_targets(
+    log_predictions: Any, log_targets: Any, axis: Any = -1, where: Any = None
+) -> Array:
+    r"""``KL(p ‖ q)`` with both distributions given as log-probabilities (a drop-in for Optax's).
+
+    .. math::
+        \mathrm{KL}(p \,\|\, q) = \sum_j e^{\log p_j} (\log p_j - \log q_j)
+
+    Args:
+        log_predictions: ``[..., K]`` log-probabilities of the prediction ``q``.
+        log_targets: ``[..., K]`` log-probabilities of the target ``p`` (``-inf`` allowed).
+        axis: the class axis or tuple of axes.
+        where: optional boolean mask shaped like the inputs or like the batch.
+
+    Returns:
+        ``[...]`` divergences, float32 for bf16/f16 inputs.
+
+    Numerics:
+        A ``-inf`` log-target is a zero-probability class: it contributes 0 to the value and
+        to both gradients, even where ``log q`` is ``-inf`` too (Optax gives NaN there).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> log_p = jnp.log(jnp.array([0.5, 0.5, 0.0]))
+        >>> log_q = jnp.log(jnp.array([0.25, 0.5, 0.25]))
+        >>> print(jaxloss.kl_divergence_with_log_targets(log_q, log_p))
+        0.3466
+    """
+    fn = "kl_divergence_with_log_targets"
+    (lq, lp), axes, mask = _prepare(
+        fn, axis, where, log_predictions=log_predictions, log_targets=log_targets
+    )
+    live = lp > -jnp.inf
+    safe_p = jnp.where(live, lp, 0)
+    safe_q = jnp.where(live, lq, 0)
+    term = jnp.where(live, jnp.exp(safe_p) * (safe_p - safe_q), 0)
+    return jnp.sum(term, axis=axes, where=mask)
