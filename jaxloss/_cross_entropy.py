@@ -72,7 +72,7 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     if eps:
         cw = jnp.ones((k,), xf.dtype) if class_w is None else class_w.astype(xf.dtype)
         keep = (cw != 0) if mask is None else mask & (cw != 0)
-        n_cls = jnp.float32(k) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=xf.dtype)
+        n_cls = jnp.asarray(k, xf.dtype) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=xf.dtype)
         n_cls = jnp.maximum(n_cls, 1)
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
         # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset.

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,7 @@ class _Static(NamedTuple):
     z_loss: float
     softcap: float | None
     token_chunk: int | None  # None: automatic
+    vocab_block: int
     has_bias: bool
     has_class_weights: bool
     vocab_padded: bool  # some weight columns are padding (sharded, V % shards != 0)
@@ -98,7 +99,7 @@ def _logits(h_t: jax.Array, w_blk: jax.Array, b_blk: jax.Array | None, s: _Stati
     cdt = compute_dtype(h_t.dtype)
     z = lax.dot_general(h_t, w_blk, (((1,), (0,)), ((), ())), preferred_element_type=cdt)
     if b_blk is not None:
-        z = z + b_blk.astype(cdt)
+        z = z + b_blk.astype(cdt)[None, :]
     if s.softcap is not None:
         z = s.softcap * jnp.tanh(z / s.softcap)
     return z
@@ -138,11 +139,11 @@ def _stats_local(
     labels: jax.Array,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per token: log-sum-exp, the label's logit, and sum_j w_j z_j (only with smoothing)."""
-    n, d = h.shape
+    n = h.shape[0]
     v = w.shape[1]
     cdt = compute_dtype(h.dtype)
     t_size = _chunks(s, n, v, forward_only=True)
-    b_size = min(_VOCAB_BLOCK, v)
+    b_size = min(s.vocab_block, v)
     off = _vocab_offset(s, v)
     y_local = labels - off
     smooth = s.label_smoothing > 0
@@ -163,16 +164,18 @@ def _stats_local(
             b_blk = None if b is None else lax.dynamic_slice_in_dim(b, v0, b_size, 0)
             z = _logits(h_t, w_blk, b_blk, s)
             # Padding and columns already counted never enter the log-sum-exp.
-            zm = jnp.where(ok, z, -jnp.inf)
+            zm = jnp.where(ok[None, :], z, -jnp.inf)
             m_new = jnp.maximum(m, jnp.max(zm, axis=1))
             safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # a row with no column yet
             ssum = ssum * jnp.exp(m - safe) + jnp.sum(jnp.exp(zm - safe[:, None]), axis=1)
             cols = v0 + jnp.arange(b_size)
-            hit = ok & (cols[None, :] == y_t[:, None])
+            hit = ok[None, :] & (cols[None, :] == y_t[:, None])
             zy = zy + jnp.sum(jnp.where(hit, z, 0.0), axis=1)
             if smooth:
-                zw = z if cw is None else z * lax.dynamic_slice_in_dim(cw, v0, b_size, 0)
-                wz = wz + jnp.sum(jnp.where(ok, zw.astype(cdt), 0.0), axis=1)
+                zw = z
+                if cw is not None:
+                    zw = z * lax.dynamic_slice_in_dim(cw, v0, b_size, 0).astype(cdt)[None, :]
+                wz = wz + jnp.sum(jnp.where(ok[None, :], zw, 0.0), axis=1)
             return (safe, ssum, zy, wz), None
 
         tz = jnp.zeros((t_size,), cdt)
@@ -210,7 +213,7 @@ def _grads_local(
     cs: jax.Array,
     cz: jax.Array,
     lse_in: jax.Array | None,
-) -> tuple[jax.Array, ...]:
+) -> tuple[Any, ...]:
     """Gradients of sum_i loss_i weighted by per-token coefficients.
 
     With q_i the token's cotangent times its validity, dloss_i/dz_ij is
@@ -223,13 +226,15 @@ def _grads_local(
     v = w.shape[1]
     cdt = compute_dtype(h.dtype)
     t_size = _chunks(s, n, v, forward_only=False)
-    b_size = min(_VOCAB_BLOCK, v)
+    b_size = min(s.vocab_block, v)
     off = _vocab_offset(s, v)
     y_local = labels - off
     smooth = s.label_smoothing > 0
-    cw_sum = None
-    if smooth:
-        cw_sum = float(s.num_classes) if cw is None else _psum(jnp.sum(cw.astype(cdt)), s.model_axis if s.mesh else None)
+    cw_sum: Any = float(s.num_classes)
+    if smooth and cw is not None:
+        cw_sum = jnp.sum(cw.astype(cdt))
+        if s.mesh is not None and s.model_axis is not None:
+            cw_sum = lax.psum(cw_sum, s.model_axis)
     need_zcol = smooth and cw is not None
     cols_all = jnp.arange(v)
     real_col = (off + cols_all < s.num_classes) if s.vocab_padded else None
@@ -241,13 +246,15 @@ def _grads_local(
         y_t = lax.dynamic_slice_in_dim(y_local, t0, t_size, 0)
         cy_t, cs_t, cz_t = (lax.dynamic_slice_in_dim(c, t0, t_size, 0) for c in (cy, cs, cz))
         z = _logits(h_t, w, b, s)  # [T, V_local]
-        zm = z if real_col is None else jnp.where(real_col, z, -jnp.inf)
+        zm = z if real_col is None else jnp.where(real_col[None, :], z, -jnp.inf)
         in_shard = (y_t >= 0) & (y_t < v)
         zy = jnp.take_along_axis(z, jnp.clip(y_t, 0, v - 1)[:, None], axis=1)[:, 0]
         zy = jnp.where(in_shard, zy, 0.0)
         if smooth:
-            zw = z if cw is None else z * cw.astype(cdt)
-            wz = jnp.sum(zw if real_col is None else jnp.where(real_col, zw, 0.0), axis=1)
+            zw = z if cw is None else z * cw.astype(cdt)[None, :]
+            if real_col is not None:
+                zw = jnp.where(real_col[None, :], zw, 0.0)
+            wz = jnp.sum(zw, axis=1)
         else:
             wz = jnp.zeros((t_size,), cdt)
         if lse_in is None:
@@ -277,8 +284,11 @@ def _grads_local(
             cols = v0 + jnp.arange(b_size)
             g = g - jnp.where(cols[None, :] == y_t[:, None], cy_t[:, None], 0.0)
             if smooth:
-                cw_b = 1.0 if cw is None else lax.dynamic_slice_in_dim(cw, v0, b_size, 0).astype(cdt)
-                g = g - cs_t[:, None] * cw_b
+                if cw is None:
+                    g = g - cs_t[:, None]
+                else:
+                    cw_b = lax.dynamic_slice_in_dim(cw, v0, b_size, 0).astype(cdt)
+                    g = g - cs_t[:, None] * cw_b[None, :]
             if s.softcap is not None:
                 g = g * (1.0 - jnp.square(z_b / s.softcap))
             g = jnp.where(ok[None, :], g, 0.0)
@@ -299,7 +309,9 @@ def _grads_local(
                     gb, lax.dynamic_slice_in_dim(gb, v0, b_size, 0) + col, v0, 0
                 )
             if zcol is not None:
-                zc = jnp.sum(jnp.where(rows_new[:, None] & ok[None, :], cs_t[:, None] * z_b, 0.0), axis=0)
+                zc = jnp.sum(
+                    jnp.where(rows_new[:, None] & ok[None, :], cs_t[:, None] * z_b, 0.0), axis=0
+                )
                 zcol = lax.dynamic_update_slice_in_dim(
                     zcol, lax.dynamic_slice_in_dim(zcol, v0, b_size, 0) + zc, v0, 0
                 )
@@ -336,3 +348,399 @@ def _grads_local(
         if s.data_axis is not None:
             gw, gb, zcol = lax.psum((gw, gb, zcol), s.data_axis)
     return lse, zy, wz, gh, gw, gb, zcol
+
+
+# ----------------------------------------------------------------------------------------------
+# Single device or shard_map
+
+
+def _specs(s: _Static) -> tuple[P, P, P, P]:
+    return P(s.data_axis), P(s.data_axis, None), P(None, s.model_axis), P(s.model_axis)
+
+
+def _stats(s: _Static, h, w, b, cw, labels):
+    fn = functools.partial(_stats_local, s)
+    if s.mesh is None:
+        return fn(h, w, b, cw, labels)
+    tok, tokd, wsp, vsp = _specs(s)
+    # check_vma=False: the kernels place their collectives by hand, and nothing differentiates
+    # through this shard_map (the custom_vjp rules below wrap it).
+    return jax.shard_map(
+        fn,
+        mesh=s.mesh,
+        in_specs=(tokd, wsp, vsp, vsp, tok),
+        out_specs=(tok, tok, tok),
+        check_vma=False,
+    )(h, w, b, cw, labels)
+
+
+def _grads(s: _Static, h, w, b, cw, labels, cy, cs, cz, lse_in):
+    fn = functools.partial(_grads_local, s)
+    if s.mesh is None:
+        return fn(h, w, b, cw, labels, cy, cs, cz, lse_in)
+    tok, tokd, wsp, vsp = _specs(s)
+    return jax.shard_map(
+        fn,
+        mesh=s.mesh,
+        in_specs=(tokd, wsp, vsp, vsp, tok, tok, tok, tok, tok),
+        out_specs=(tok, tok, tok, tokd, wsp, vsp, vsp),
+        check_vma=False,
+    )(h, w, b, cw, labels, cy, cs, cz, lse_in)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss from per-token statistics, and the two differentiation rules
+
+
+def _class_weight_sum(s: _Static, cw: jax.Array | None, cdt: Any) -> jax.Array | float:
+    return float(s.num_classes) if cw is None else jnp.sum(cw.astype(cdt))
+
+
+def _loss(s: _Static, lse, zy, wz, wy, valid, cw):
+    eps = s.label_smoothing
+    loss = (1.0 - eps) * wy * (lse - zy)
+    if eps > 0:
+        loss = loss + (eps / s.num_classes) * (_class_weight_sum(s, cw, lse.dtype) * lse - wz)
+    if s.z_loss:
+        loss = loss + s.z_loss * jnp.square(lse)
+    return jnp.where(valid, loss, jnp.zeros_like(loss))
+
+
+def _coefs(s: _Static, q: jax.Array, wy: jax.Array):
+    """Per-token coefficients of dloss/dlogits (see `_grads_local`) for token weights `q`."""
+    eps = s.label_smoothing
+    return q * (1.0 - eps) * wy, q * (eps / s.num_classes), q * (2.0 * s.z_loss)
+
+
+def _extra_grads(s: _Static, cw, q, lse, zy, zcol):
+    """Gradients w.r.t. the label's class weight w_y and (via smoothing) the class weights."""
+    eps = s.label_smoothing
+    gwy = q * (1.0 - eps) * (lse - zy)
+    if cw is None:
+        return gwy, None
+    if eps == 0 or zcol is None:
+        return gwy, jnp.zeros(cw.shape, lse.dtype)
+    return gwy, (eps / s.num_classes) * jnp.sum(q * lse) - zcol
+
+
+def _cast_like(g, x):
+    return None if x is None else g.astype(x.dtype)
+
+
+def _per_token_primal(s: _Static, h, w, b, cw, wy, labels, valid):
+    lse, zy, wz = _stats(s, h, w, b, cw, labels)
+    return _loss(s, lse, zy, wz, wy, valid, cw)
+
+
+def _per_token_fwd(s: _Static, h, w, b, cw, wy, labels, valid):
+    lse, zy, wz = _stats(s, h, w, b, cw, labels)
+    # Residuals: the inputs, and two numbers per token. No [N, V] block survives the pass.
+    return _loss(s, lse, zy, wz, wy, valid, cw), (h, w, b, cw, wy, labels, valid, lse, zy)
+
+
+def _per_token_bwd(s: _Static, res, ct):
+    h, w, b, cw, wy, labels, valid, lse, zy = res
+    q = jnp.where(valid, ct, jnp.zeros_like(ct))
+    cy, cs, cz = _coefs(s, q, wy)
+    _, _, _, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, cy, cs, cz, lse)
+    gwy, gcw = _extra_grads(s, cw, q, lse, zy, zcol)
+    return (
+        gh.astype(h.dtype),
+        gw.astype(w.dtype),
+        _cast_like(gb, b),
+        _cast_like(gcw, cw),
+        gwy.astype(wy.dtype),
+        None,
+        None,
+    )
+
+
+_per_token = jax.custom_vjp(_per_token_primal, nondiff_argnums=(0,))
+_per_token.defvjp(_per_token_fwd, _per_token_bwd)
+
+
+def _summed_primal(s: _Static, h, w, b, cw, wy, labels, valid):
+    return jnp.sum(_per_token(s, h, w, b, cw, wy, labels, valid))
+
+
+def _summed_fwd(s: _Static, h, w, b, cw, wy, labels, valid):
+    # The cotangent of a sum is one scalar, so the gradients can be formed while the logits
+    # are computed (6·N·D·V flops instead of 8) and scaled in the backward pass.
+    q = valid.astype(wy.dtype)
+    cy, cs, cz = _coefs(s, q, wy)
+    lse, zy, wz, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, cy, cs, cz, None)
+    gwy, gcw = _extra_grads(s, cw, q, lse, zy, zcol)
+    total = jnp.sum(_loss(s, lse, zy, wz, wy, valid, cw))
+    # h, w, b, cw are kept only for their dtypes (they are live inputs anyway).
+    return total, (gh, gw, gb, gcw, gwy, (h, w, b, cw))
+
+
+def _summed_bwd(s: _Static, res, ct):
+    gh, gw, gb, gcw, gwy, (h, w, b, cw) = res
+
+    def scale(g, like):
+        return None if like is None else (ct * g).astype(like.dtype)
+
+    return (scale(gh, h), scale(gw, w), scale(gb, b), scale(gcw, cw), scale(gwy, gwy), None, None)
+
+
+_summed = jax.custom_vjp(_summed_primal, nondiff_argnums=(0,))
+_summed.defvjp(_summed_fwd, _summed_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public function
+
+
+def _static_float(x: Any, name: str) -> float:
+    try:
+        return float(x)
+    except jax.errors.ConcretizationTypeError:
+        raise TypeError(
+            f"{_FN}: `{name}` must be a Python number (it selects the kernel at trace time), "
+            f"got a traced value with shape {np.shape(x)}."
+        ) from None
+    except (TypeError, ValueError):
+        raise TypeError(f"{_FN}: `{name}` must be a number, got {x!r}.") from None
+
+
+def _axis_size(mesh: Mesh, axis: AxisName) -> int:
+    if axis is None:
+        return 1
+    names = (axis,) if isinstance(axis, str) else tuple(axis)
+    for a in names:
+        if a not in mesh.shape:
+            raise ValueError(
+                f"{_FN}: `mesh_axes` names {a!r}, which is not an axis of `mesh` "
+                f"(axes {tuple(mesh.axis_names)})."
+            )
+    return math.prod(mesh.shape[a] for a in names)
+
+
+def linear_cross_entropy(
+    hidden: jax.Array,
+    weight: jax.Array,
+    labels: jax.Array,
+    where: jax.Array | None = None,
+    *,
+    bias: jax.Array | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    class_weights: jax.Array | None = None,
+    z_loss: float = 0.0,
+    logit_softcap: float | None = None,
+    reduction: str = "none",
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+    mesh_axes: tuple[AxisName, AxisName] = ("data", "model"),
+) -> jax.Array | tuple[jax.Array, jax.Array]:
+    r"""Cross-entropy of the logits ``hidden @ weight + bias``, computed without forming them.
+
+    The result (and every option) is that of ``cross_entropy(hidden @ weight + bias, labels,
+    ...)``, but the ``[N, V]`` logits are never stored: they are computed in chunks, reduced to
+    a few numbers per token, and recomputed or consumed on the spot for the gradients. With
+    :math:`z = \operatorname{cap}(h W + b)`, :math:`\operatorname{cap}(z) = c\tanh(z/c)` (only
+    with ``logit_softcap``), class weights :math:`w`, smoothing :math:`\varepsilon` and
+    :math:`L = \log\sum_j e^{z_j}`, the loss of a valid example with label :math:`y` is
+
+    .. math::
+
+        \ell = (1 - \varepsilon)\, w_y\, (L - z_y)
+               + \frac{\varepsilon}{V} \sum_{j=1}^{V} w_j\, (L - z_j)
+               + \lambda_z L^2 .
+
+    Args:
+        hidden: ``[..., D]`` floating hidden states (e.g. the last layer's output).
+        weight: ``[D, V]`` floating projection to the ``V`` classes (the vocabulary).
+        labels: ``[...]`` integer class indices, the shape of ``hidden`` without its last axis.
+        where: optional boolean example mask broadcastable to ``labels.shape``; ``False``
+            examples get loss 0 and gradient 0 and are left out of the mean's count.
+        bias: optional ``[V]`` bias added to the logits.
+        ignore_index: label value marking an example to ignore, like ``where=False``.
+            Any other label outside ``[0, V)`` gives a NaN loss (and NaN gradients).
+        label_smoothing: :math:`\varepsilon \in [0, 1]`, a Python number.
+        class_weights: optional ``[V]`` weights :math:`w` (PyTorch's ``weight``); all ones when
+            ``None``. Differentiable.
+        z_loss: :math:`\lambda_z`, weight of PaLM's :math:`L^2` penalty (not class-weighted).
+        logit_softcap: :math:`c > 0`, caps the logits at :math:`\pm c` through ``tanh``.
+        reduction: ``"none"`` (shape ``labels.shape``), ``"sum"``, ``"mean"`` (sum over the sum
+            of the valid examples' :math:`w_y`; 0 when that is 0) or ``"sum_and_count"`` (the
+            pair ``(sum, count)``, for gradient accumulation).
+        chunk_size: tokens per chunk (per device). ``None`` picks it automatically (see
+            Memory). Larger chunks mean fewer, larger matrix products and fewer passes over
+            the weight gradient; smaller chunks mean less memory.
+        mesh: a :class:`jax.sharding.Mesh` to run sharded with ``shard_map``: the tokens split
+            over the mesh axis ``mesh_axes[0]``, the classes (columns of ``weight``) over
+            ``mesh_axes[1]``. Shards combine their max / sum / label logit with ``pmax`` and
+            ``psum``; the weight is never gathered. Sizes need not divide the mesh (padding
+            costs a copy then).
+        mesh_axes: ``(token_axis, class_axis)``, names of ``mesh`` axes (or tuples of names, or
+            ``None`` for not split). Ignored without ``mesh``.
+
+    Returns:
+        float32 (float64 for float64 inputs) loss of shape ``labels.shape`` for
+        ``reduction="none"``, a scalar for ``"sum"`` and ``"mean"``, or a pair of scalars for
+        ``"sum_and_count"``.
+
+    Memory:
+        Apart from inputs and gradients, the forward pass holds ``[T, 4096]`` blocks of f32
+        logits and a few numbers per token; differentiation holds one ``[T, V]`` f32 block
+        (``V`` per device), with ``T = chunk_size``, by default about :math:`2^{25} / V`
+        tokens (128 MiB of logits) and between 8 and 1024. The per-token statistics kept
+        between the passes are the log-sum-exp and the label's logit. With ``"sum"``,
+        ``"mean"`` or ``"sum_and_count"`` the gradients are formed *during* the forward pass,
+        while the logits are computed once (the cost of autodiff of the unfused formula), and
+        are held until the backward pass scales them by the incoming cotangent. With
+        ``"none"`` the backward pass recomputes the logits (a third more matrix products).
+
+    Numerics:
+        Logits are accumulated in float32 (``preferred_element_type``) from bf16/f16 inputs,
+        identically in the forward and backward passes, and everything after the matrix
+        product is float32. The log-sum-exp is max-shifted and combined across vocabulary
+        blocks and shards by online rescaling; a vocabulary that is not a multiple of the
+        block never brings padding into it. ``dloss/dlogits`` blocks are rounded to the input
+        dtype before the gradient matrix products (as autodiff of the unfused formula does),
+        which accumulate in float32. Gradients come back in the inputs' dtypes.
+        Reverse mode only: the rules are ``jax.custom_vjp``, so ``jax.jvp`` / ``jax.jacfwd``
+        raise a ``TypeError``; use reverse mode, or the unfused ``cross_entropy``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> import jaxloss
+        >>> kh, kw = jax.random.split(jax.random.key(0))
+        >>> hidden = jax.random.normal(kh, (4, 8))
+        >>> weight = jax.random.normal(kw, (8, 10)) / 3
+        >>> labels = jnp.array([1, 0, 9, 3])
+        >>> loss = linear_cross_entropy(hidden, weight, labels)
+        >>> print(loss.shape, loss.dtype)
+        (4,) float32
+        >>> ref = -jnp.take_along_axis(
+        ...     jax.nn.log_softmax(hidden @ weight), labels[:, None], axis=-1)[:, 0]
+        >>> print(bool(jnp.allclose(loss, ref, atol=1e-5)))
+        True
+        >>> mean = linear_cross_entropy(hidden, weight, labels, reduction="mean")
+        >>> print(f"{mean:.4f} {jnp.mean(ref):.4f}")
+        2.5167 2.5167
+    """
+    check_floating(hidden, "hidden", _FN)
+    check_floating(weight, "weight", _FN)
+    check_integer_labels(labels, _FN, "softmax_cross_entropy")
+    reduction = check_reduction(reduction, _FN)
+    check_label_smoothing(label_smoothing, _FN)
+    eps = _static_float(label_smoothing, "label_smoothing")
+    zl = _static_float(z_loss, "z_loss")
+    cap = None if logit_softcap is None else _static_float(logit_softcap, "logit_softcap")
+    if cap is not None and not cap > 0:
+        raise ValueError(f"{_FN}: `logit_softcap` must be positive, got {logit_softcap!r}.")
+    h_shape, w_shape, y_shape = np.shape(hidden), np.shape(weight), tuple(np.shape(labels))
+    if len(w_shape) != 2:
+        raise ValueError(f"{_FN}: `weight` must have shape [D, V], got shape {w_shape}.")
+    if len(h_shape) < 1 or h_shape[-1] != w_shape[0]:
+        raise ValueError(
+            f"{_FN}: the last dimension of `hidden` (shape {h_shape}) must equal the first "
+            f"dimension of `weight` (shape {w_shape})."
+        )
+    if tuple(h_shape[:-1]) != y_shape:
+        raise ValueError(
+            f"{_FN}: `labels` must have the shape of `hidden` without its last axis: `hidden` "
+            f"has shape {h_shape}, so `labels` should be {tuple(h_shape[:-1])}, got {y_shape}."
+        )
+    d, v = w_shape
+    if v == 0:
+        raise ValueError(f"{_FN}: `weight` has no classes (shape {w_shape}).")
+    for name, x in (("bias", bias), ("class_weights", class_weights)):
+        if x is not None:
+            check_floating(x, name, _FN)
+            if np.shape(x) != (v,):
+                raise ValueError(
+                    f"{_FN}: `{name}` must have shape [V] = ({v},) for `weight` of shape "
+                    f"{w_shape}, got {np.shape(x)}."
+                )
+    if where is not None:
+        if not jnp.issubdtype(jnp.result_type(where), jnp.bool_):
+            raise TypeError(
+                f"{_FN}: `where` must be a boolean mask, got dtype {jnp.result_type(where)} "
+                f"with shape {np.shape(where)}."
+            )
+        try:
+            ok = np.broadcast_shapes(np.shape(where), y_shape) == y_shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{_FN}: `where` with shape {np.shape(where)} must broadcast to the example "
+                f"shape {y_shape} (`labels`' shape); class masks are not supported."
+            )
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"{_FN}: `chunk_size` must be a positive int, got {chunk_size!r}.")
+
+    dtype = jnp.result_type(hidden, weight)
+    cdt = compute_dtype(dtype)
+    h = jnp.asarray(hidden, dtype).reshape(-1, d)
+    w = jnp.asarray(weight, dtype)
+    y = jnp.asarray(labels).reshape(-1)
+    n = h.shape[0]
+    valid = jnp.ones((n,), bool)
+    if ignore_index is not None:
+        valid = valid & (y != ignore_index)
+    if where is not None:
+        valid = valid & jnp.broadcast_to(where, y_shape).reshape(-1)
+    oob = (y < 0) | (y >= v)
+    y = jnp.where(oob, -1, y).astype(jnp.int32)
+    b = None if bias is None else jnp.asarray(bias)
+    cw = None if class_weights is None else jnp.asarray(class_weights)
+    # An out-of-range label's weight is NaN, which reaches the loss and the gradients; ignored
+    # or masked examples get weight 0 instead (0 · NaN would still be NaN).
+    nan = jnp.where(valid, jnp.asarray(jnp.nan, cdt), jnp.zeros((), cdt))
+    if cw is None:
+        wy = jnp.where(oob, nan, jnp.ones((), cdt))
+        count = valid.astype(cdt)
+    else:
+        # As in `cross_entropy`, an out-of-range label counts with class 0's weight (its
+        # loss is NaN anyway).
+        w_safe = cw.astype(cdt)[jnp.where(oob, 0, y)]
+        wy = jnp.where(oob, nan, w_safe)
+        count = jnp.where(valid, w_safe, jnp.zeros_like(w_safe))
+
+    if n == 0:
+        per_example = jnp.zeros((0,), cdt)
+        if reduction == "none":
+            return per_example.reshape(y_shape)
+        return reduce_loss(per_example, count, reduction)
+
+    data_axis, model_axis = (None, None) if mesh is None else tuple(mesh_axes)
+    vocab_padded = False
+    if mesh is not None:
+        n_pad = -n % _axis_size(mesh, data_axis)
+        v_pad = -v % _axis_size(mesh, model_axis)
+        if n_pad:
+            h = jnp.pad(h, ((0, n_pad), (0, 0)))
+            y = jnp.pad(y, (0, n_pad), constant_values=-1)
+            valid = jnp.pad(valid, (0, n_pad))
+            wy = jnp.pad(wy, (0, n_pad), constant_values=1.0)
+        if v_pad:
+            vocab_padded = True
+            w = jnp.pad(w, ((0, 0), (0, v_pad)))
+            b = None if b is None else jnp.pad(b, (0, v_pad))
+            cw = None if cw is None else jnp.pad(cw, (0, v_pad))
+    s = _Static(
+        num_classes=v,
+        label_smoothing=eps,
+        z_loss=zl,
+        softcap=cap,
+        token_chunk=chunk_size,
+        vocab_block=_VOCAB_BLOCK,
+        has_bias=b is not None,
+        has_class_weights=cw is not None,
+        vocab_padded=vocab_padded,
+        mesh=mesh,
+        data_axis=data_axis,
+        model_axis=model_axis,
+    )
+    args = (h, w, b, cw, wy, y, valid)
+    if reduction == "none":
+        return cast(jax.Array, _per_token(s, *args))[:n].reshape(y_shape)
+    total = cast(jax.Array, _summed(s, *args))
+    return reduce_loss(total[None], count, reduction)

@@ -42,7 +42,11 @@ def max_and_log_sum(xf: Array) -> tuple[Array, Array, Array]:
     top = d == 0
     r = jnp.sum(jnp.where(top, jnp.zeros_like(d), jnp.exp(d)), axis=-1, keepdims=True)
     c = jnp.sum(top, axis=-1, keepdims=True, dtype=d.dtype)
-    return m, d, jnp.log1p((c - 1) + r)
+    # Double where: an all -inf row (c = 0) would put log1p's pole, 1/(1 − 1), into the
+    # gradient; its log_s is −inf by definition.
+    some = c > 0
+    rest = jnp.where(some, (c - 1) + r, jnp.zeros_like(r))
+    return m, d, jnp.where(some, jnp.log1p(rest), -jnp.inf)
 
 
 def finite_log_sum(log_s: Array) -> Array:

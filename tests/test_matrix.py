@@ -1,0 +1,117 @@
+"""Every public function through a matrix of dtypes and transforms, against float64 oracles."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxloss
+from tests.cases import CASE_IDS, CASES, Case
+
+DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
+
+
+def _rng(case: Case, salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng([sum(map(ord, case.name)), salt])
+
+
+def test_every_public_function_has_a_case():
+    covered = {c.fn for c in CASES} | {n for n in CASE_IDS}
+    missing = [n for n in jaxloss.__all__ if n not in covered]
+    assert not missing, f"public functions without a test case: {missing}"
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_value_against_float64(case: Case, dtype: str):
+    args = case.make(_rng(case), DTYPES[dtype])
+    out = case.fn(*args)
+    # The reference sees exactly the (possibly rounded) inputs jaxloss saw.
+    expected = case.ref(*[np.asarray(a.astype(jnp.float32)) if a.dtype != jnp.int32 else
+                          np.asarray(a) for a in args])  # fmt: skip
+    if case.elementwise:
+        assert out.dtype == args[0].dtype
+        tol = 1e-5 if dtype == "f32" else 1e-2  # result is rounded back to the input dtype
+    else:
+        # Reductions are computed and returned in float32 for low-precision inputs.
+        assert out.dtype == jnp.float32, out.dtype
+        tol = 1e-5
+    np.testing.assert_allclose(np.asarray(out, np.float64), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_float64_under_x64(case: Case):
+    with jax.enable_x64(True):
+        args = case.make(_rng(case), jnp.float64)
+        out = case.fn(*args)
+        assert out.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(out), case.ref(*map(np.asarray, args)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("transform", ["jit", "vmap"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_jit_and_vmap_match_eager(case: Case, transform: str):
+    args = case.make(_rng(case), jnp.float32)
+    eager = case.fn(*args)
+    if transform == "jit":
+        out = jax.jit(case.fn)(*args)
+    else:
+        # Map over the batch one example at a time: each call sees a single row.
+        out = jax.vmap(lambda *a: case.fn(*(v[None] for v in a))[0])(*args)
+    np.testing.assert_allclose(out, eager, rtol=2e-6, atol=2e-6)
+
+
+def _scalarize(case: Case, out_shape, rng):
+    """A fixed random cotangent turns any output into a scalar to differentiate."""
+    ct = rng.normal(size=out_shape)
+    return lambda *a: jnp.sum(case.fn(*a) * ct.astype(np.float32)), ct
+
+
+def _oracle(case: Case, args, fn_of_first):
+    """Evaluate `fn_of_first(plain_of_first)` in float64."""
+    with jax.enable_x64(True):
+        a64 = [jnp.asarray(np.asarray(a), jnp.float64 if a.dtype != jnp.int32 else jnp.int32)
+               for a in args]  # fmt: skip
+        return np.asarray(fn_of_first(lambda x0: case.plain(x0, *a64[1:]), a64))
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_grad_against_float64_autodiff(case: Case):
+    rng = _rng(case, 1)
+    args = case.make(rng, jnp.float32)
+    ct = rng.normal(size=np.shape(case.fn(*args)))
+    got = jax.grad(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct.astype(np.float32)))(args[0])
+    want = _oracle(case, args, lambda f, a: jax.grad(lambda x: jnp.sum(f(x) * ct))(a[0]))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_jvp_against_float64_autodiff(case: Case):
+    rng = _rng(case, 2)
+    args = case.make(rng, jnp.float32)
+    tangent = rng.normal(size=args[0].shape)
+    _, got = jax.jvp(lambda x0: case.fn(x0, *args[1:]), (args[0],), (tangent.astype(np.float32),))
+    want = _oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (jnp.asarray(tangent),))[1])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_hessian_against_float64_autodiff(case: Case):
+    rng = _rng(case, 3)
+    args = case.make(rng, jnp.float32)
+    args = tuple(a[:2] for a in args)  # two examples keep the Hessian small
+    ct = rng.normal(size=np.shape(case.fn(*args)))
+    got = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct.astype(np.float32)))(args[0])
+    want = _oracle(case, args, lambda f, a: jax.hessian(lambda x: jnp.sum(f(x) * ct))(a[0]))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["jacfwd", "jacrev"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_jacobians_agree(case: Case, mode: str):
+    args = case.make(_rng(case, 4), jnp.float32)
+    jac = getattr(jax, mode)(lambda x0: case.fn(x0, *args[1:]))(args[0])
+    want = _oracle(case, args, lambda f, a: jax.jacrev(f)(a[0]))
+    np.testing.assert_allclose(np.asarray(jac), want, rtol=1e-5, atol=1e-6)
