@@ -1,0 +1,348 @@
+"""The documentation is executed: pages, README, migration tables and docstring formulas.
+
+* Every ```` ```python ```` block of README.md and docs/**/*.md runs, page by page in one
+  namespace, and its printed output must match the ```` ```text ```` block after it (see
+  `tests/docs_helpers.py` for the conventions). The tables of equivalent calls on the migration
+  pages run both sides (jaxloss and optax / torch) on the same inputs.
+* Each public function's formula, as its docstring writes it in ``.. math::``, is transcribed
+  below as NumPy float64 code and checked against jaxloss (float64, under x64) on random
+  inputs. The docstring's LaTeX is pinned too, so a changed formula fails here until its NumPy
+  transcription is looked at again, and every name in ``jaxloss.__all__`` must have an entry.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pytest
+
+import jaxloss
+from tests import docs_helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def _pages() -> list[Path]:
+    pages = sorted(DOCS.rglob("*.md")) if DOCS.is_dir() else []
+    readme = ROOT / "README.md"
+    return ([readme] if readme.is_file() else []) + pages
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", _pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_runs(path: Path) -> None:
+    page = docs_helpers.parse(path)
+    for module in page.requires:
+        pytest.importorskip(module)
+    docs_helpers.run_page(page)
+
+
+def test_every_page_is_in_the_nav() -> None:
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = set(re.findall(r"^\s*-\s*(?:[^:\n]+:\s*)?([\w./-]+\.md)\s*$", config, re.MULTILINE))
+    snippets = {p for p in DOCS.rglob("*.md") if p.parent != DOCS}  # included, not pages
+    pages = {str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md") if p not in snippets}
+    assert pages <= nav, f"pages missing from mkdocs.yml's nav: {sorted(pages - nav)}"
+
+
+def test_api_page_lists_every_public_name() -> None:
+    api = (DOCS / "api.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^::: jaxloss\.(\w+)\s*$", api, re.MULTILINE))
+    missing = set(jaxloss.__all__) - listed
+    assert not missing, f"docs/api.md lacks `::: jaxloss.NAME` for {sorted(missing)}"
+
+
+# --- the helpers themselves --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expected", "got", "ok"),
+    [
+        ("[0.2761 2.9518]", "[0.27611 2.95183]\n", True),
+        ("0.3466", "0.3467", True),
+        ("0.3466", "0.3469", False),
+        ("1000.", "1000.4", False),
+        ("1000.0", "1000.04", True),
+        ("nan inf -inf", "nan inf -inf", True),
+        ("-0.", "0.", True),
+        ("a ... b", "a 1 2 3 b", True),
+        ("KL(p||q) = 0.1", "KL(q||p) = 0.1", False),
+        ("[1. 2.]", "[1. 2. 3.]", False),
+        ("[1. 2.]", "[1. 3.]", False),
+        ("(3,)", "(4,)", False),
+        ("-2.061154e-09", "-2.061155e-09", True),
+        ("-2.061154e-09", "-2.061158e-09", False),
+        ("inf", "1e308", False),
+    ],
+)
+def test_output_matching(expected: str, got: str, ok: bool) -> None:
+    assert docs_helpers.output_matches(expected, got) is ok
+
+
+def test_parse_and_run(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "\n".join(
+            [
+                "```python",
+                "x = 2",
+                "print(x * 1.5)",
+                "```",
+                "",
+                "```text",
+                "3.0",
+                "```",
+                "<!-- docs-test: skip -->",
+                "```python",
+                "raise RuntimeError",
+                "```",
+                "<!-- equivalent-calls rtol=1e-3 -->",
+                "| a | b |",
+                "|---|---|",
+                "| `x + 1` | `3.0001` |",
+                "```python",
+                ">>> x",
+                "2",
+                "```",
+            ]
+        )
+    )
+    parsed = docs_helpers.parse(page)
+    assert [type(i).__name__ for i in parsed.items] == [
+        "CodeBlock",
+        "CodeBlock",
+        "CallTable",
+        "CodeBlock",
+    ]
+    docs_helpers.run_page(parsed)
+    page.write_text("```python\nprint(1)\n```\n\n```text\n2\n```\n")
+    with pytest.raises(docs_helpers.DocsError, match="differs"):
+        docs_helpers.run_page(docs_helpers.parse(page))
+
+
+# --- formulas -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A docstring's ``.. math::`` (whitespace ignored) and its NumPy float64 transcription.
+
+    `make(rng)` returns the arguments ``(args, kwargs)`` for jaxloss; `numpy(*args, **kwargs)`
+    evaluates the formula on the same (float64 NumPy) arguments.
+    """
+
+    latex: str
+    make: Callable[[np.random.Generator], tuple[tuple, dict]]
+    numpy: Callable[..., Any]
+
+
+B, K = 6, 7
+
+
+def _logits(rng: np.random.Generator, shape: tuple[int, ...] = (B, K)) -> np.ndarray:
+    return rng.normal(scale=3.0, size=shape)
+
+
+def _probs(rng: np.random.Generator, zeros: bool = True) -> np.ndarray:
+    p = rng.dirichlet(np.ones(K), size=B)
+    if zeros:  # one class outside the support in each row, to exercise 0 log 0 = 0
+        p[np.arange(B), rng.integers(0, K, B)] = 0.0
+        p /= p.sum(-1, keepdims=True)
+    return p
+
+
+def _labels(rng: np.random.Generator, n: int = B, k: int = K) -> np.ndarray:
+    return rng.integers(0, k, size=n)
+
+
+def _max(x: np.ndarray) -> np.ndarray:
+    return x.max(-1, keepdims=True)
+
+
+def _lse(x: np.ndarray) -> np.ndarray:
+    m = _max(x)
+    return m[..., 0] + np.log(np.sum(np.exp(x - m), -1))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = _max(x)
+    return (x - m) - np.log(np.sum(np.exp(x - m), -1, keepdims=True))
+
+
+def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x·log y with 0·log y = 0 (the docstrings' convention for terms outside the support)."""
+    return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y)))
+
+
+def _take(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(x, y[..., None], -1)[..., 0]
+
+
+def _smoothed_ce(x, y, keep, eps, w, z):
+    """(1−ε) w_y (lse − x_y) + ε/K' Σ_j w_j (lse − x_j) + z lse², sums over kept classes."""
+    lse = _lse(np.where(keep, x, -np.inf))[..., None]
+    k_kept = keep.sum(-1)
+    smooth = np.sum(np.where(keep, w * (lse - x), 0.0), -1)
+    lse = lse[..., 0]
+    return (1 - eps) * w[y] * (lse - _take(x, y)) + eps / k_kept * smooth + z * lse**2
+
+
+def _make_cross_entropy(rng):
+    x, y = _logits(rng), _labels(rng)
+    keep = rng.random((B, K)) < 0.7
+    keep[np.arange(B), y] = True  # the label's class stays in
+    kwargs = {
+        "label_smoothing": 0.1,
+        "class_weights": rng.uniform(0.5, 2.0, K),
+        "z_loss": 1e-3,
+    }
+    return (x, y, -1, keep), kwargs
+
+
+def _numpy_cross_entropy(x, y, axis, keep, *, label_smoothing, class_weights, z_loss):
+    return _smoothed_ce(x, y, keep, label_smoothing, class_weights, z_loss)
+
+
+def _make_linear(rng):
+    n, d, v = 10, 5, 13
+    h = rng.normal(size=(n, d))
+    w = rng.normal(size=(d, v)) / np.sqrt(d)
+    kwargs = {
+        "bias": rng.normal(size=v),
+        "label_smoothing": 0.1,
+        "class_weights": rng.uniform(0.5, 2.0, v),
+        "z_loss": 1e-3,
+        "chunk_size": 4,  # several token chunks, the last one partial
+    }
+    return (h, w, _labels(rng, n, v)), kwargs
+
+
+def _numpy_linear(h, weight, y, *, bias, label_smoothing, class_weights, z_loss, chunk_size):
+    z = h @ weight + bias
+    keep = np.ones(z.shape, bool)
+    return _smoothed_ce(z, y, keep, label_smoothing, class_weights, z_loss)
+
+
+FORMULAS: dict[str, Formula] = {
+    "logsumexp": Formula(
+        r"\operatorname{LSE}(x) = m + \log\Big(\sum_j e^{x_j - m}\Big), \qquad m = \max_j x_j",
+        lambda rng: ((_logits(rng),), {}),
+        lambda x: _max(x)[..., 0] + np.log(np.sum(np.exp(x - _max(x)), -1)),
+    ),
+    "log_softmax": Formula(
+        r"\log \operatorname{softmax}(x)_j = (x_j - m) - \log \sum_k e^{x_k - m}",
+        lambda rng: ((_logits(rng),), {}),
+        lambda x: (x - _max(x)) - np.log(np.sum(np.exp(x - _max(x)), -1, keepdims=True)),
+    ),
+    "softmax": Formula(
+        r"\operatorname{softmax}(x)_j = \exp\Big((x_j - m) - \log \sum_k e^{x_k - m}\Big)",
+        lambda rng: ((_logits(rng),), {}),
+        lambda x: np.exp((x - _max(x)) - np.log(np.sum(np.exp(x - _max(x)), -1, keepdims=True))),
+    ),
+    "entropy": Formula(
+        r"H(p) = -\sum_j p_j \log p_j, \qquad 0 \log 0 = 0",
+        lambda rng: ((_probs(rng),), {}),
+        lambda p: -np.sum(_xlogy(p, p), -1),
+    ),
+    "softmax_entropy": Formula(
+        r"H(\operatorname{softmax}(x)) = \log \sum_k e^{x_k}"
+        r" - \sum_j \operatorname{softmax}(x)_j\, x_j",
+        lambda rng: ((_logits(rng),), {}),
+        lambda x: _lse(x) - np.sum(np.exp(_log_softmax(x)) * x, -1),
+    ),
+    "kl_divergence": Formula(
+        r"\mathrm{KL}(p \,\|\, q) = \sum_j p_j (\log p_j - \log q_j), \qquad"
+        r" \text{terms with } p_j = 0 \text{ are } 0",
+        lambda rng: ((_log_softmax(_logits(rng)), _probs(rng)), {}),
+        lambda log_q, p: np.sum(np.where(p == 0, 0.0, _xlogy(p, p) - p * log_q), -1),
+    ),
+    "kl_divergence_with_log_targets": Formula(
+        r"\mathrm{KL}(p \,\|\, q) = \sum_j e^{\log p_j} (\log p_j - \log q_j)",
+        lambda rng: ((_log_softmax(_logits(rng)), np.log(_probs(rng, zeros=False))), {}),
+        lambda log_q, log_p: np.sum(np.exp(log_p) * (log_p - log_q), -1),
+    ),
+    "softmax_cross_entropy_with_integer_labels": Formula(
+        r"\ell_i = -\log \operatorname{softmax}(x_i)_{y_i} = \log \sum_j e^{x_{ij}} - x_{i y_i}",
+        lambda rng: ((_logits(rng), _labels(rng)), {}),
+        lambda x, y: np.log(np.sum(np.exp(x), -1)) - _take(x, y),
+    ),
+    "softmax_cross_entropy": Formula(
+        r"\ell_i = -\sum_j t_{ij} \log \operatorname{softmax}(x_i)_j",
+        lambda rng: ((_logits(rng), _probs(rng)), {}),
+        lambda x, t: -np.sum(t * _log_softmax(x), -1),
+    ),
+    "cross_entropy": Formula(
+        r"\ell = (1-\varepsilon)\, w_y (\mathrm{lse} - x_y)"
+        r" + \frac{\varepsilon}{K'} \sum_j w_j (\mathrm{lse} - x_j) + z\,\mathrm{lse}^2",
+        _make_cross_entropy,
+        _numpy_cross_entropy,
+    ),
+    "nll_loss": Formula(
+        r"\ell_i = -w_{y_i} \log q_{i y_i}",
+        lambda rng: (
+            (_log_softmax(_logits(rng)), _labels(rng)),
+            {"class_weights": rng.uniform(0.5, 2.0, K)},
+        ),
+        lambda log_q, y, *, class_weights: -class_weights[y] * _take(log_q, y),
+    ),
+    "linear_cross_entropy": Formula(
+        r"\ell = (1 - \varepsilon)\, w_y\, (L - z_y)"
+        r" + \frac{\varepsilon}{V} \sum_{j=1}^{V} w_j\, (L - z_j) + \lambda_z L^2 .",
+        _make_linear,
+        _numpy_linear,
+    ),
+}
+
+
+def _math_blocks(doc: str) -> list[str]:
+    """The bodies of a docstring's ``.. math::`` directives, whitespace removed."""
+    lines = inspect.cleandoc(doc).splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.strip().startswith(".. math::"):
+            indent = len(line) - len(line.lstrip())
+            body = []
+            for nxt in lines[i + 1 :]:
+                if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
+                    break
+                body.append(nxt)
+            blocks.append(re.sub(r"\s+", "", "".join(body)))
+    return blocks
+
+
+def test_every_public_function_has_a_formula() -> None:
+    missing = sorted(set(jaxloss.__all__) - set(FORMULAS))
+    assert not missing, (
+        f"add the docstring formula of {missing} to FORMULAS in tests/test_docs.py, "
+        "written as NumPy float64 code"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(FORMULAS))
+def test_docstring_formula(name: str) -> None:
+    if name not in jaxloss.__all__:
+        pytest.skip(f"jaxloss.{name} is not public yet")
+    fn = getattr(jaxloss, name)
+    formula = FORMULAS[name]
+    blocks = _math_blocks(fn.__doc__ or "")
+    assert re.sub(r"\s+", "", formula.latex) in blocks, (
+        f"the `.. math::` of jaxloss.{name} changed; check its NumPy transcription in "
+        f"FORMULAS and update the LaTeX there. Docstring has: {blocks}"
+    )
+    for seed in range(3):
+        args, kwargs = formula.make(np.random.default_rng(seed))
+        want = formula.numpy(*args, **kwargs)
+        with jax.enable_x64(True):
+            got = np.asarray(fn(*args, **kwargs))
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"seed {seed}")
