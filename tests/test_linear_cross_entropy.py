@@ -1,0 +1,540 @@
+"""Tests for `linear_cross_entropy`: values against a float64 NumPy reference, gradients against
+float64 autodiff of the unfused formula, padding, masking, memory, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+
+from jaxloss import _linear_cross_entropy as lce_module
+from jaxloss._linear_cross_entropy import linear_cross_entropy
+
+REDUCTIONS = ("none", "sum", "mean", "sum_and_count")
+
+
+@pytest.fixture(autouse=True)
+def _strict_ranks():
+    # A (B, 1) vs (B,) slip inside the kernels would broadcast silently; make it an error.
+    with jax.numpy_rank_promotion("raise"):
+        yield
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Vocabulary blocks of 16 columns, so small vocabularies span several (uneven) blocks."""
+    monkeypatch.setattr(lce_module, "_VOCAB_BLOCK", 16)
+
+
+# ----------------------------------------------------------------------------------------------
+# References
+
+
+def ref_np(
+    hidden,
+    weight,
+    labels,
+    where=None,
+    *,
+    bias=None,
+    ignore_index=None,
+    label_smoothing=0.0,
+    class_weights=None,
+    z_loss=0.0,
+    logit_softcap=None,
+    reduction="none",
+    chunk_size=None,
+):
+    """The unfused loss in float64 NumPy, written from the formula in the issue."""
+    del chunk_size
+    h = np.asarray(hidden, np.float64)
+    w = np.asarray(weight, np.float64)
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    v = w.shape[1]
+    z = h.reshape(-1, w.shape[0]) @ w
+    if bias is not None:
+        z = z + np.asarray(bias, np.float64)
+    if logit_softcap is not None:
+        z = logit_softcap * np.tanh(z / logit_softcap)
+    lse = logsumexp(z, axis=-1)
+    valid = np.ones(y.shape, bool)
+    if ignore_index is not None:
+        valid &= y != ignore_index
+    if where is not None:
+        valid &= np.broadcast_to(np.asarray(where), np.shape(labels)).reshape(-1)
+    oob = (y < 0) | (y >= v)
+    cw = np.ones(v) if class_weights is None else np.asarray(class_weights, np.float64)
+    yc = np.clip(y, 0, v - 1)
+    zy = z[np.arange(len(y)), yc]
+    wy = np.where(oob, np.nan, cw[yc])
+    eps = label_smoothing
+    loss = (1 - eps) * wy * (lse - zy) + eps / v * np.sum(cw * (lse[:, None] - z), axis=-1)
+    loss = loss + z_loss * lse**2
+    loss = np.where(valid, loss, 0.0)
+    count = np.where(valid, wy if class_weights is not None else 1.0, 0.0)
+    if reduction == "none":
+        return loss.reshape(np.shape(labels))
+    total, c = loss.sum(), count.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "sum_and_count":
+        return total, c
+    return total / c if c > 0 else 0.0
+
+
+def unfused_jnp(
+    hidden,
+    weight,
+    labels,
+    where=None,
+    *,
+    bias=None,
+    ignore_index=None,
+    label_smoothing=0.0,
+    class_weights=None,
+    z_loss=0.0,
+    logit_softcap=None,
+    reduction="none",
+    chunk_size=None,
+):
+    """The unfused formula in jnp, for autodiff (in-range labels only)."""
+    del chunk_size
+    z = hidden.reshape(-1, weight.shape[0]) @ weight
+    if bias is not None:
+        z = z + bias[None, :]
+    if logit_softcap is not None:
+        z = logit_softcap * jnp.tanh(z / logit_softcap)
+    v = weight.shape[1]
+    y = labels.reshape(-1)
+    lse = jax.nn.logsumexp(z, axis=-1)
+    valid = jnp.ones(y.shape, bool)
+    if ignore_index is not None:
+        valid &= y != ignore_index
+    if where is not None:
+        valid &= jnp.broadcast_to(where, labels.shape).reshape(-1)
+    cw = jnp.ones((v,), z.dtype) if class_weights is None else class_weights
+    yc = jnp.clip(y, 0, v - 1)
+    zy = jnp.take_along_axis(z, yc[:, None], axis=-1)[:, 0]
+    eps = label_smoothing
+    loss = (1 - eps) * cw[yc] * (lse - zy)
+    loss = loss + eps / v * jnp.sum(cw[None, :] * (lse[:, None] - z), axis=-1)
+    loss = loss + z_loss * lse**2
+    loss = jnp.where(valid, loss, 0.0)
+    count = jnp.where(valid, cw[yc], 0.0)
+    if reduction == "none":
+        return loss.reshape(labels.shape)
+    if reduction == "sum":
+        return loss.sum()
+    c = count.sum()
+    return jnp.where(c > 0, loss.sum() / jnp.where(c > 0, c, 1.0), 0.0)
+
+
+CASES = {
+    "plain": {},
+    "bias": {"bias": True},
+    "ignore_index": {"ignore_index": -100},
+    "where": {"where": True},
+    "smoothing": {"label_smoothing": 0.1},
+    "class_weights": {"class_weights": True},
+    "smoothing_class_weights": {"label_smoothing": 0.3, "class_weights": True},
+    "z_loss": {"z_loss": 0.05},
+    "softcap": {"logit_softcap": 1.5},
+    "everything": {
+        "bias": True,
+        "ignore_index": 3,
+        "where": True,
+        "label_smoothing": 0.2,
+        "class_weights": True,
+        "z_loss": 0.01,
+        "logit_softcap": 2.0,
+    },
+}
+
+
+def make(case, seed=0, batch=(3, 5), d=8, v=37, dtype=np.float32, scale=1.0):
+    """Inputs with unit-scale logits (where a padding or masking error would show)."""
+    rng = np.random.default_rng(seed)
+    opts = dict(CASES[case])
+    hidden = rng.standard_normal((*batch, d))
+    weight = rng.standard_normal((d, v)) * scale / np.sqrt(d)
+    labels = rng.integers(0, v, batch)
+    kw = {}
+    if opts.pop("bias", False):
+        kw["bias"] = rng.standard_normal(v).astype(dtype)
+    if "ignore_index" in opts:
+        ii = opts.pop("ignore_index")
+        flat = labels.reshape(-1)
+        flat[::4] = ii
+        kw["ignore_index"] = ii
+    if opts.pop("where", False):
+        kw["where"] = jnp.asarray(rng.random(batch) > 0.3)
+    if opts.pop("class_weights", False):
+        kw["class_weights"] = rng.uniform(0.2, 2.0, v).astype(dtype)
+    kw.update(opts)
+    args = (hidden.astype(dtype), weight.astype(dtype), labels.astype(np.int32))
+    return args, kw
+
+
+def _as_jnp(kw):
+    return {k: jnp.asarray(x) if isinstance(x, np.ndarray) else x for k, x in kw.items()}
+
+
+def _close(a, b, rtol, atol=0.0):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol, atol)
+
+
+# ----------------------------------------------------------------------------------------------
+# Values
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_value_matches_float64_reference(case, reduction):
+    # V=37 in blocks of 16 (last block shifted back, overlapping) and 15 tokens in chunks of 4.
+    args, kw = make(case)
+    arrays = {k: x for k, x in _as_jnp(kw).items() if isinstance(x, jax.Array)}
+    static = {k: x for k, x in kw.items() if k not in arrays}
+    got = jax.jit(
+        lambda h, w, y, arrays: linear_cross_entropy(
+            h, w, y, reduction=reduction, chunk_size=4, **arrays, **static
+        )
+    )(*args, arrays)
+    want = ref_np(*args, reduction=reduction, **kw)
+    if reduction == "sum_and_count":
+        _close(got[0], want[0], 1e-5)
+        _close(got[1], want[1], 1e-6)
+    else:
+        _close(got, want, 1e-5, 1e-6)
+        assert np.shape(got) == np.shape(want)
+        assert got.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_summed_forward_pass_gives_same_value(case, reduction):
+    """value_and_grad runs the other forward kernel (gradients formed during the sweep)."""
+    args, kw = make(case, seed=1)
+    if reduction == "sum_and_count":
+        fn = lambda h, w: linear_cross_entropy(h, w, args[2], reduction=reduction, **kw)[0]  # noqa: E731
+        want = ref_np(*args, reduction=reduction, **kw)[0]
+    else:
+        fn = lambda h, w: jnp.sum(linear_cross_entropy(h, w, args[2], reduction=reduction, **kw))  # noqa: E731
+        want = np.sum(ref_np(*args, reduction=reduction, **kw))
+    value, _ = jax.value_and_grad(fn, argnums=(0, 1))(args[0], args[1])
+    _close(value, want, 1e-5)
+
+
+@pytest.mark.parametrize(("v", "block"), [(33, 32), (37, 16), (5, 4), (4096 + 3, 4096)])
+def test_uneven_vocabulary_padding_never_enters_lse(monkeypatch, v, block):
+    """Unit-scale logits: a padded zero column in the log-sum-exp would add ~log(1+1/V)·V_pad,
+    a column counted twice (the shifted last block) would add ~1/V per column."""
+    monkeypatch.setattr(lce_module, "_VOCAB_BLOCK", block)
+    rng = np.random.default_rng(7)
+    h = rng.standard_normal((6, 4)).astype(np.float32)
+    w = (rng.standard_normal((4, v)) / 2).astype(np.float32)
+    y = rng.integers(0, v, 6)
+    got = linear_cross_entropy(h, w, y)
+    want = ref_np(h, w, y)
+    _close(got, want, 1e-6, 1e-6)
+    got_sum, _ = jax.value_and_grad(
+        lambda w: linear_cross_entropy(h, w, y, reduction="sum", chunk_size=4)
+    )(w)
+    _close(got_sum, want.sum(), 1e-6)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 20),
+    v=st.integers(1, 50),
+    chunk=st.integers(1, 25),
+    block=st.integers(1, 60),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_any_chunking_gives_the_same_loss(n, v, chunk, block, seed):
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((n, 5)).astype(np.float32)
+    w = rng.standard_normal((5, v)).astype(np.float32)
+    y = rng.integers(0, v, n)
+    old = lce_module._VOCAB_BLOCK
+    lce_module._VOCAB_BLOCK = block
+    try:
+        with jax.numpy_rank_promotion("raise"):
+            got = linear_cross_entropy(h, w, y, chunk_size=chunk)
+            total, grads = jax.value_and_grad(
+                lambda h: linear_cross_entropy(h, w, y, reduction="sum", chunk_size=chunk)
+            )(h)
+    finally:
+        lce_module._VOCAB_BLOCK = old
+    want = ref_np(h, w, y)
+    _close(got, want, 1e-5, 1e-5)
+    _close(total, want.sum(), 1e-5)
+    _, ref_grad = jax.value_and_grad(lambda h: unfused_jnp(h, w, y, reduction="sum"))(h)
+    _close(grads, ref_grad, 1e-4, 1e-5)
+
+
+def test_out_of_range_labels_give_nan_not_a_number():
+    args, _ = make("plain")
+    h, w, y = args
+    y = y.copy()
+    y[0, 0], y[1, 2] = 37, -1
+    loss = linear_cross_entropy(h, w, y)
+    assert np.isnan(loss[0, 0]) and np.isnan(loss[1, 2])
+    assert np.isfinite(np.delete(np.asarray(loss).reshape(-1), [0, 7])).all()
+    for reduction in ("sum", "mean"):
+        assert np.isnan(linear_cross_entropy(h, w, y, reduction=reduction))
+    g = jax.grad(lambda w: linear_cross_entropy(h, w, y, reduction="sum"))(w)
+    assert np.isnan(g).any()
+    # The same labels are fine when ignored or masked.
+    ok = linear_cross_entropy(h, w, y, ignore_index=-1, where=jnp.asarray(y != 37))
+    assert np.isfinite(ok).all() and ok[0, 0] == 0 and ok[1, 2] == 0
+
+
+def test_all_masked_mean_is_zero_with_zero_gradients():
+    args, _ = make("plain")
+    h, w, y = args
+    where = jnp.zeros(y.shape, bool)
+    loss, (gh, gw) = jax.value_and_grad(
+        lambda h, w: linear_cross_entropy(h, w, y, where, reduction="mean"), argnums=(0, 1)
+    )(h, w)
+    assert loss == 0
+    assert not np.asarray(gh).any() and not np.asarray(gw).any()
+    total, count = linear_cross_entropy(h, w, y, where, reduction="sum_and_count")
+    assert total == 0 and count == 0
+
+
+def test_masked_examples_have_zero_gradient():
+    args, kw = make("where")
+    h, w, y = args
+    where = np.asarray(kw["where"])
+    gh = jax.grad(lambda h: linear_cross_entropy(h, w, y, where, reduction="mean"))(h)
+    assert not np.asarray(gh)[~where].any()
+    assert np.abs(np.asarray(gh)[where]).min() > 0
+
+
+def test_empty_batch():
+    h = np.zeros((0, 8), np.float32)
+    w = np.ones((8, 5), np.float32)
+    y = np.zeros((0,), np.int32)
+    assert linear_cross_entropy(h, w, y).shape == (0,)
+    assert linear_cross_entropy(h, w, y, reduction="mean") == 0
+    gw = jax.grad(lambda w: linear_cross_entropy(h, w, y, reduction="sum"))(w)
+    assert gw.shape == w.shape and not np.asarray(gw).any()
+
+
+def test_jit_and_vmap():
+    (h, w, y), kw = make("everything")
+    kw = _as_jnp(kw)
+    where = kw.pop("where")
+
+    def f(h, y, where):
+        return linear_cross_entropy(h, w, y, where, **kw)
+
+    per_row = jnp.stack([f(h[i], y[i], where[i]) for i in range(h.shape[0])])
+    _close(jax.jit(jax.vmap(f))(h, y, where), per_row, 1e-6, 1e-7)
+    _close(per_row, ref_np(h, w, y, where, **kw), 1e-5, 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradients
+
+
+def _grad_args(kw):
+    names = ["hidden", "weight"] + [k for k in ("bias", "class_weights") if k in kw]
+    return names
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_gradients_match_float64_autodiff(case, reduction):
+    """float64 end to end: the hand-written rules against autodiff of the unfused formula."""
+    with jax.enable_x64(True):
+        args, kw = make(case, seed=3, dtype=np.float64)
+        kw = _as_jnp(kw)
+        h, w, y = (jnp.asarray(a) for a in args)
+        names = _grad_args(kw)
+        ct = jax.random.normal(jax.random.key(5), y.shape, jnp.float64)
+
+        def wrap(fn):
+            def loss(params):
+                out = fn(
+                    params["hidden"],
+                    params["weight"],
+                    y,
+                    **{**kw, **{k: params[k] for k in names[2:]}},
+                    reduction=reduction,
+                    chunk_size=4,
+                )
+                return jnp.sum(out * ct) if reduction == "none" else out
+
+            return loss
+
+        params = {"hidden": h, "weight": w, **{k: kw[k] for k in names[2:]}}
+        v_got, g_got = jax.value_and_grad(wrap(linear_cross_entropy))(params)
+        v_want, g_want = jax.value_and_grad(wrap(unfused_jnp))(params)
+        _close(v_got, v_want, 1e-12)
+        for k in names:
+            assert g_got[k].dtype == jnp.float64
+            _close(g_got[k], g_want[k], 1e-10, 1e-12)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_float32_gradients_within_1e4_of_float64(reduction):
+    (h, w, y), kw = make("everything", seed=4, batch=(64,), d=32, v=300, scale=3.0)
+    ct = np.random.default_rng(0).standard_normal(y.shape)
+
+    def loss(fn, h, w, kw):
+        out = fn(h, w, y, reduction=reduction, **kw)
+        return jnp.sum(out * ct) if reduction == "none" else out
+
+    gh, gw = jax.grad(lambda h, w: loss(linear_cross_entropy, h, w, kw), argnums=(0, 1))(h, w)
+    with jax.enable_x64(True):
+        kw64 = {k: np.asarray(x, np.float64) if k == "class_weights" else x for k, x in kw.items()}
+        rh, rw = jax.grad(lambda h, w: loss(unfused_jnp, h, w, _as_jnp(kw64)), argnums=(0, 1))(
+            jnp.asarray(h, jnp.float64), jnp.asarray(w, jnp.float64)
+        )
+    for got, want in ((gh, rh), (gw, rw)):
+        err = np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want)))
+        assert err <= 1e-4 * np.max(np.abs(np.asarray(want))), err
+
+
+def test_bfloat16_inputs_f32_loss_bf16_gradients():
+    (h, w, y), kw = make("bias", seed=5, batch=(32,), d=64, v=200)
+    hb, wb = jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+    bias = jnp.asarray(kw["bias"], jnp.bfloat16)
+    loss, (gh, gw, gb) = jax.value_and_grad(
+        lambda h, w, b: linear_cross_entropy(h, w, y, bias=b, reduction="mean"), argnums=(0, 1, 2)
+    )(hb, wb, bias)
+    assert loss.dtype == jnp.float32
+    assert gh.dtype == gw.dtype == gb.dtype == jnp.bfloat16
+    # Reference on the bf16-rounded inputs: only the f32 accumulation differs.
+    h64, w64, b64 = (np.asarray(x, np.float64) for x in (hb, wb, bias))
+    _close(loss, ref_np(h64, w64, y, bias=b64, reduction="mean"), 1e-5)
+    with jax.enable_x64(True):
+        rh, rw = jax.grad(
+            lambda h, w: unfused_jnp(h, w, y, bias=jnp.asarray(b64), reduction="mean"),
+            argnums=(0, 1),
+        )(jnp.asarray(h64), jnp.asarray(w64))
+    for got, want in ((gh, rh), (gw, rw)):
+        err = np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want)))
+        assert err <= 2e-2 * np.max(np.abs(np.asarray(want))), err
+
+
+def test_forward_mode_raises_a_clear_error():
+    (h, w, y), _ = make("plain")
+    with pytest.raises(TypeError, match="forward-mode"):
+        jax.jvp(lambda h: linear_cross_entropy(h, w, y, reduction="sum"), (h,), (h,))
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_forward_over_reverse_hessian_matches_float64(reduction):
+    """jacfwd(jacrev(...)) differentiates the rules themselves (plain JAX code): it must be
+    right, not silently zero."""
+    with jax.enable_x64(True):
+        (h, w, y), kw = make("everything", seed=8, batch=(5,), d=3, v=7, dtype=np.float64)
+        kw = _as_jnp(kw)
+
+        def f(fn):
+            return lambda h: jnp.sum(
+                fn(h, jnp.asarray(w), jnp.asarray(y), **kw, reduction=reduction)
+            )
+
+        got = jax.hessian(f(linear_cross_entropy))(jnp.asarray(h))
+        want = jax.hessian(f(unfused_jnp))(jnp.asarray(h))
+        assert np.abs(np.asarray(want)).max() > 1e-3
+        _close(got, want, 1e-9, 1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# Memory
+
+
+def _compiled_memory(fn, *args):
+    m = jax.jit(fn).lower(*args).compile().memory_analysis()
+    return m.temp_size_in_bytes
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_compiled_memory_is_a_tenth_of_unfused(reduction):
+    n, d, v = 2048, 64, 8192
+    h = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    w = jax.ShapeDtypeStruct((d, v), jnp.float32)
+    y = jax.ShapeDtypeStruct((n,), jnp.int32)
+
+    def with_loss(fn, **extra):
+        def f(h, w, y):
+            out = fn(h, w, y, reduction=reduction, **extra)
+            return jnp.sum(out)
+
+        return jax.value_and_grad(f, argnums=(0, 1))
+
+    fused = _compiled_memory(with_loss(linear_cross_entropy, chunk_size=64), h, w, y)
+    unfused = _compiled_memory(with_loss(unfused_jnp), h, w, y)
+    nv_bytes = n * v * 4
+    assert unfused >= nv_bytes  # the unfused version does hold [N, V]
+    assert fused <= unfused / 10, (fused, unfused)
+    assert fused <= nv_bytes / 8, (fused, nv_bytes)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_residuals_are_inputs_gradients_and_per_token_statistics(reduction):
+    """What the backward pass keeps: never an [N, V] array."""
+    n, d, v = 64, 16, 300
+    (h, w, y), _ = make("bias", batch=(n,), d=d, v=v)
+    _, vjp_fn = jax.vjp(lambda h, w: linear_cross_entropy(h, w, y, reduction=reduction), h, w)
+    shapes = [tuple(x.shape) for x in jax.tree_util.tree_leaves(vjp_fn)]
+    assert (n, v) not in shapes
+    assert all(np.prod(s) <= d * v for s in shapes), shapes
+    if reduction == "none":
+        # hidden, weight, and per-token vectors only (lse, label logit, labels, mask, weights)
+        assert sorted(s for s in shapes if len(s) == 2) == [(d, v), (n, d)], shapes
+        assert 2 <= sum(s == (n,) for s in shapes) <= 6, shapes
+    else:
+        # the gradients formed in the forward pass, and hidden, weight (only for their dtypes)
+        assert sorted(s for s in shapes if len(s) == 2) == [(d, v)] * 2 + [(n, d)] * 2, shapes
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors
+
+
+@pytest.mark.parametrize(
+    ("h_shape", "w_shape", "y_shape", "match"),
+    [
+        ((4, 8), (7, 10), (4,), r"`hidden` \(shape \(4, 8\)\).*`weight` \(shape \(7, 10\)\)"),
+        ((4, 8), (8, 10, 1), (4,), r"`weight` must have shape \[D, V\], got shape \(8, 10, 1\)"),
+        ((4, 8), (8, 10), (5,), r"`labels`.*\(4,\), got \(5,\)"),
+    ],
+)
+def test_shape_errors_name_arguments_and_shapes(h_shape, w_shape, y_shape, match):
+    with pytest.raises(ValueError, match=match):
+        linear_cross_entropy(jnp.ones(h_shape), jnp.ones(w_shape), jnp.zeros(y_shape, int))
+
+
+def test_other_argument_errors():
+    h, w, y = jnp.ones((4, 8)), jnp.ones((8, 10)), jnp.zeros((4,), int)
+    with pytest.raises(TypeError, match="`labels` must be integer"):
+        linear_cross_entropy(h, w, jnp.zeros((4,)))
+    with pytest.raises(TypeError, match="`hidden` must have a floating dtype"):
+        linear_cross_entropy(jnp.ones((4, 8), int), w, y)
+    with pytest.raises(ValueError, match=r"`bias` must have shape \[V\] = \(10,\).*\(9,\)"):
+        linear_cross_entropy(h, w, y, bias=jnp.ones(9))
+    with pytest.raises(ValueError, match=r"`class_weights` must have shape \[V\]"):
+        linear_cross_entropy(h, w, y, class_weights=jnp.ones((4, 10)))
+    with pytest.raises(ValueError, match=r"`where` with shape \(4, 10\)"):
+        linear_cross_entropy(h, w, y, jnp.ones((4, 10), bool))
+    with pytest.raises(ValueError, match="unknown `reduction`"):
+        linear_cross_entropy(h, w, y, reduction="avg")
+    with pytest.raises(ValueError, match="`label_smoothing` must lie in"):
+        linear_cross_entropy(h, w, y, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="`logit_softcap` must be positive"):
+        linear_cross_entropy(h, w, y, logit_softcap=0.0)
+    with pytest.raises(ValueError, match="`chunk_size` must be a positive int"):
+        linear_cross_entropy(h, w, y, chunk_size=0)
+    with pytest.raises(TypeError, match="`z_loss` must be a Python number"):
+        jax.jit(lambda zl: linear_cross_entropy(h, w, y, z_loss=zl))(0.1)
