@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from tests import docs_helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+EXT = DOCS / "_ext"
 
 
 def _pages() -> list[Path]:
@@ -128,6 +130,37 @@ def test_parse_and_run(tmp_path: Path) -> None:
     page.write_text("```python\nprint(1)\n```\n\n```text\n2\n```\n")
     with pytest.raises(docs_helpers.DocsError, match="differs"):
         docs_helpers.run_page(docs_helpers.parse(page))
+
+
+def test_docstring_markup_is_rewritten_for_mkdocs() -> None:
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("griffe_rst_math", EXT / "griffe_rst_math.py")
+    assert spec is not None and spec.loader is not None
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    doc = "Sum :math:`x_j` over a :class:`~jax.sharding.Mesh`.\n\n.. math::\n\n    a = b\n\nArgs:"
+    assert ext.rst_math_to_markdown(doc).splitlines() == [
+        "Sum $x_j$ over a `jax.sharding.Mesh`.",
+        "",
+        "$$",
+        "a = b",
+        "$$",
+        "",
+        "Args:",
+    ]
+
+
+def test_benchmark_hook_without_and_with_results(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_hook", EXT / "bench_hook.py")
+    assert spec is not None and spec.loader is not None
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    assert "No results in this build" in hook.results_markdown(tmp_path)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "table.md").write_text("# Run\n\n| a |\n|---|\n| 1 |\n")
+    (tmp_path / "bench" / "time_vs_classes.png").write_bytes(b"")
+    out = hook.results_markdown(tmp_path)
+    assert "## Run" in out and "![time vs classes](bench/time_vs_classes.png)" in out
 
 
 # --- formulas -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Griffe extension: render the RST math of jaxloss's docstrings in MkDocs.
+"""Griffe extension: render the RST markup of jaxloss's docstrings in MkDocs.
 
 The docstrings follow Optax: Google sections, with ``.. math::`` blocks and ``:math:`x``` roles
 that Sphinx understands. mkdocstrings reads Markdown, so this rewrites both into the
@@ -14,10 +14,13 @@ from typing import Any
 import griffe
 
 _ROLE = re.compile(r":math:`([^`]+)`")
+# Sphinx cross-reference roles (:class:`jax.sharding.Mesh`) become plain code spans.
+_XREF = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|obj|data|exc):`~?([^`]+)`")
 
 
 def rst_math_to_markdown(text: str) -> str:
-    """Rewrite ``.. math::`` blocks and ``:math:`` roles as ``$$``/``$`` math."""
+    """Rewrite ``.. math::`` blocks and ``:math:`` roles as ``$$``/``$`` math, and
+    cross-reference roles such as ``:class:`` as code spans."""
     out: list[str] = []
     lines = text.splitlines()
     i = 0
@@ -44,7 +47,8 @@ def rst_math_to_markdown(text: str) -> str:
             out.append(f"{indent}$$")
             out.append("")
             continue
-        out.append(_ROLE.sub(lambda m: f"${m.group(1)}$", line))
+        line = _ROLE.sub(lambda m: f"${m.group(1)}$", line)
+        out.append(_XREF.sub(lambda m: f"`{m.group(1)}`", line))
         i += 1
     return "\n".join(out)
 
