@@ -150,13 +150,13 @@ def reduce_loss(
         return per_example
     total = jnp.sum(per_example)
     if count is None:
-        count = jnp.asarray(per_example.size, per_example.dtype)
+        n = jnp.asarray(per_example.size, per_example.dtype)
     else:
-        count = jnp.sum(count).astype(per_example.dtype)
+        n = jnp.sum(count).astype(per_example.dtype)
     if reduction == "sum":
         return total
     if reduction == "sum_and_count":
-        return total, count
+        return total, n
     # Double where: the untaken branch divides by 1, so neither value nor gradient is NaN.
-    safe = jnp.where(count > 0, count, 1)
-    return jnp.where(count > 0, total / safe, jnp.zeros_like(total))
+    safe = jnp.where(n > 0, n, 1)
+    return jnp.where(n > 0, total / safe, jnp.zeros_like(total))

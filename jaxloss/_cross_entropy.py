@@ -15,31 +15,29 @@ target is folded in exactly.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import Array
 from jax.custom_derivatives import SymbolicZero
 
 from jaxloss import _checks
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
 
-Array = jax.Array
 _LOG2 = math.log(2.0)
 
 
-def _rows(xf: Array) -> tuple[Array, Array, Array, Array, Array, Array]:
-    """Row statistics: (m, d, log_s, top, dominant, em1).
+def _rows(xf: Array) -> tuple[Array, Array, Array, Array, Array]:
+    """Row statistics: (m, d, log_s, dominant, em1).
 
-    `top` marks each row's maximum entries, `dominant` [B, 1] says the maximum is unique and holds
-    more than half of the mass, and `em1` [B, 1] is its `p − 1 = expm1(−log_s)`, exact.
+    `dominant` [B, 1] says the row's maximum is unique and holds more than half of the mass, and
+    `em1` [B, 1] is its `p − 1 = expm1(−log_s)`, exact.
     """
     m, d, log_s = max_and_log_sum(xf)
-    log_s_f = finite_log_sum(log_s)
-    return m, d, log_s, d == 0, log_s < _LOG2, jnp.expm1(-log_s_f)
+    return m, d, log_s, log_s < _LOG2, jnp.expm1(-finite_log_sum(log_s))
 
 
 def _prob_minus_top(d: Array, log_s: Array, top: Array, dominant: Array, em1: Array) -> Array:
@@ -58,7 +56,7 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     if mask is not None:
         xf = jnp.where(mask, xf, -jnp.inf)
         valid = valid & jnp.any(mask, axis=-1)
-    m, d, log_s, top, dominant, em1 = _rows(xf)
+    m, d, log_s, dominant, em1 = _rows(xf)
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)[..., None]
     d_y = jnp.take_along_axis(d, y, axis=-1)
@@ -72,7 +70,11 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     if eps:
         cw = jnp.ones((k,), xf.dtype) if class_w is None else class_w.astype(xf.dtype)
         keep = (cw != 0) if mask is None else mask & (cw != 0)
-        n_cls = jnp.asarray(k, xf.dtype) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=xf.dtype)
+        n_cls = (
+            jnp.asarray(k, xf.dtype)
+            if mask is None
+            else jnp.sum(mask, -1, keepdims=True, dtype=xf.dtype)
+        )
         n_cls = jnp.maximum(n_cls, 1)
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
         # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset.
@@ -96,9 +98,11 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     return loss[..., 0], y, stats
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _int_ce(eps, zl, x, labels, valid, mask, class_w):
+def _int_ce_impl(eps, zl, x, labels, valid, mask, class_w):
     return _int_forward(eps, zl, x, labels, valid, mask, class_w)[0]
+
+
+_int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0, 1))
 
 
 def _int_tangent(x, mask, y, stats, tx):
@@ -143,16 +147,18 @@ def _dense_forward(x, t, mask):
     if mask is not None:
         xf = jnp.where(mask, xf, -jnp.inf)
         tf = jnp.where(mask, tf, 0)
-    m, d, log_s, top, dominant, em1 = _rows(xf)
+    m, d, log_s, dominant, em1 = _rows(xf)
     # −log q_j = log_s − d_j. A zero target contributes 0 even where q_j = 0 (0·log 0 = 0).
     neg_log_q = log_s - d
     loss = jnp.sum(jnp.where(tf != 0, tf * neg_log_q, 0), -1)
     return loss, (m, log_s, dominant, em1, jnp.sum(tf, -1, keepdims=True))
 
 
-@jax.custom_jvp
-def _dense_ce(x, t, mask):
+def _dense_ce_impl(x, t, mask):
     return _dense_forward(x, t, mask)[0]
+
+
+_dense_ce = jax.custom_jvp(_dense_ce_impl)
 
 
 def _dense_tangent(x, t, mask, stats, tx, tt):
@@ -194,10 +200,12 @@ _dense_ce.defjvp(_dense_ce_jvp, symbolic_zeros=True)
 
 
 def _static_float(value: Any, name: str, fn: str) -> float:
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(f"{fn}: `{name}` must be a Python number (it is static), got a tracer.")
     try:
         return float(value)
+    except jax.errors.ConcretizationTypeError:
+        raise TypeError(
+            f"{fn}: `{name}` must be a concrete number (it is static), got a traced value."
+        ) from None
     except (TypeError, ValueError):
         raise TypeError(f"{fn}: `{name}` must be a number, got {value!r}.") from None
 
@@ -287,7 +295,9 @@ def softmax_cross_entropy_with_integer_labels(
         >>> print(loss)
         [0.2761 2.9518]
     """
-    return cross_entropy(logits, labels, axis, where, check_labels=check_labels)
+    loss = cross_entropy(logits, labels, axis, where, check_labels=check_labels)
+    assert not isinstance(loss, tuple)  # reduction="none"
+    return loss
 
 
 def cross_entropy(

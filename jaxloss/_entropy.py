@@ -14,11 +14,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import Array
 
 from jaxloss import _checks
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
-
-Array = jax.Array
 
 
 def _xlogx(p: Array) -> Array:
@@ -59,9 +58,13 @@ def _prepare(fn: str, axis: Any, where: Any, **arrays: Any):
 def _in_base(h: Array, base: Any, fn: str) -> Array:
     if base is None:
         return h
-    if isinstance(base, jax.core.Tracer) or not float(base) > 0 or float(base) == 1:
+    try:
+        b = float(base)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        b = float("nan")
+    if not b > 0 or b == 1:
         raise ValueError(f"{fn}: `base` must be a positive number other than 1, got {base!r}.")
-    return h / math.log(float(base))
+    return h / math.log(b)
 
 
 def entropy(probs: Any, axis: Any = -1, where: Any = None, *, base: float | None = None) -> Array:
@@ -103,7 +106,8 @@ def softmax_entropy(
     r"""Entropy of ``softmax(logits)``, computed from the logits without forming ``log 0``.
 
     .. math::
-        H(\operatorname{softmax}(x)) = \log \sum_k e^{x_k} - \sum_j \operatorname{softmax}(x)_j\, x_j
+        H(\operatorname{softmax}(x))
+            = \log \sum_k e^{x_k} - \sum_j \operatorname{softmax}(x)_j\, x_j
 
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
@@ -140,9 +144,7 @@ def softmax_entropy(
     return _in_base(h, base, fn)
 
 
-def kl_divergence(
-    log_predictions: Any, targets: Any, axis: Any = -1, where: Any = None
-) -> Array:
+def kl_divergence(log_predictions: Any, targets: Any, axis: Any = -1, where: Any = None) -> Array:
     r"""Kullback-Leibler divergence ``KL(targets ‖ predictions)`` (a drop-in for Optax's).
 
     .. math::
@@ -173,7 +175,9 @@ def kl_divergence(
         0.3466
     """
     fn = "kl_divergence"
-    (lq, p), axes, mask = _prepare(fn, axis, where, log_predictions=log_predictions, targets=targets)
+    (lq, p), axes, mask = _prepare(
+        fn, axis, where, log_predictions=log_predictions, targets=targets
+    )
     zero = p == 0
     term = _xlogx(p) - jnp.where(zero, jnp.zeros_like(p), p * jnp.where(zero, 0, lq))
     return jnp.sum(term, axis=axes, where=mask)

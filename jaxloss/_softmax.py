@@ -22,10 +22,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import Array
 
 from jaxloss import _checks
-
-Array = jax.Array
 
 
 def max_and_log_sum(xf: Array) -> tuple[Array, Array, Array]:
@@ -113,19 +112,23 @@ def _restore(y: Array, x: Any, axes: tuple, mask: Array | None, fill: float) -> 
     return _checks.classes_restore(y, axes, np.shape(x)).astype(jnp.result_type(x))
 
 
-@jax.custom_jvp
-def _log_softmax_rows(xf: Array) -> Array:
+def _log_softmax_rows_impl(xf: Array) -> Array:
     _, d, log_s = max_and_log_sum(xf)
     return d - finite_log_sum(log_s)
 
 
-@_log_softmax_rows.defjvp
+_log_softmax_rows = jax.custom_jvp(_log_softmax_rows_impl)
+
+
 def _log_softmax_rows_jvp(primals, tangents):
     (xf,), (tx,) = primals, tangents
     out = _log_softmax_rows(xf)
     # Recompute exp(out) in the backward pass instead of saving it: the residual is the output.
     tan = jax.checkpoint(_log_softmax_tangent)(out, tx)
     return out, tan
+
+
+_log_softmax_rows.defjvp(_log_softmax_rows_jvp)
 
 
 def _log_softmax_tangent(out: Array, tx: Array) -> Array:
@@ -167,17 +170,21 @@ def log_softmax(x: Any, axis: Any = -1, where: Any = None) -> Array:
     return _restore(_log_softmax_rows(xf), x, axes, mask, -jnp.inf)
 
 
-@jax.custom_jvp
-def _softmax_rows(xf: Array) -> Array:
+def _softmax_rows_impl(xf: Array) -> Array:
     _, d, log_s = max_and_log_sum(xf)
     return jnp.exp(d - finite_log_sum(log_s))
 
 
-@_softmax_rows.defjvp
+_softmax_rows = jax.custom_jvp(_softmax_rows_impl)
+
+
 def _softmax_rows_jvp(primals, tangents):
     (xf,), (tx,) = primals, tangents
     p = _softmax_rows(xf)
     return p, p * (tx - jnp.sum(p * tx, axis=-1, keepdims=True))
+
+
+_softmax_rows.defjvp(_softmax_rows_jvp)
 
 
 def softmax(x: Any, axis: Any = -1, where: Any = None) -> Array:

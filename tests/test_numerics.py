@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
 # The public `print_saved_residuals` only prints; its data comes from this private helper.
 from jax._src.ad_checkpoint import saved_residuals
 
