@@ -97,7 +97,8 @@ def entropy(probs: Any, axis: Any = -1, where: Any = None, *, base: float | None
     """
     fn = "entropy"
     (p,), axes, mask = _prepare(fn, axis, where, probs=probs)
-    return _in_base(-jnp.sum(_xlogx(p), axis=axes, where=mask), base, fn)
+    # 0 − Σ rather than −Σ: an all-zero sum gives +0.0, not −0.0.
+    return _in_base(0.0 - jnp.sum(_xlogx(p), axis=axes, where=mask), base, fn)
 
 
 def softmax_entropy(
