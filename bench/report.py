@@ -57,6 +57,7 @@ def header(results: dict) -> list[str]:
         "",
         f"- Device: {env['backend']} / {env['device_kind']} ({env['processor']}), "
         f"{env['cores']} cores; jax {env['jax']}, optax {env['optax']}, torch {env['torch']}.",
+        f"- jaxloss source: {env.get('jaxloss_source')}",
         f"- Host allocator: **{env['allocator']}**"
         + (f" (LD_PRELOAD={env['LD_PRELOAD']})" if env["LD_PRELOAD"] else ""),
         f"- Load average (1, 5, 15 min) before: {results['load_before']}, after: "

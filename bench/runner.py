@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,19 @@ def ensure_allocator(kind: str, argv: list[str]) -> None:
 
 
 def interleave(
-    prepared: list, min_rounds: int, max_rounds: int, budget_s: float, sample_s: float = 0.002
+    prepared: list,
+    min_rounds: int,
+    max_rounds: int,
+    budget_s: float,
+    sample_s: float = 0.002,
+    on_warmup: Callable[[Any, Any], None] | None = None,
 ) -> dict:
     """Time each prepared call in turn, round after round; return impl -> seconds per call.
 
-    One untimed warm-up round first; it also sets how many back-to-back calls make one sample
-    (enough to last `sample_s`, so that microsecond cases are not timer noise). Then at least
+    One untimed warm-up round first, whose outputs go to `on_warmup(prepared, outputs)` (the
+    error checks: no extra call of a multi-second case); it also sets how many back-to-back
+    calls make one sample (enough to last `sample_s`, so that microsecond cases are not timer
+    noise). Then at least
     `min_rounds` rounds, more while the rounds so far fit in `budget_s`, at most `max_rounds`.
     An implementation that raises is dropped with its error recorded.
     """
@@ -92,13 +100,16 @@ def interleave(
 
     def run_round(record: bool) -> None:
         for p in list(live):
-            n = number.get(p.impl, 1)
+            n = number.get(p.impl, 1) if record else 1
             try:
                 t0 = time.perf_counter()
                 for _ in range(n):
                     out = p.call()
+                    dt = time.perf_counter() - t0
+                    if not record and on_warmup is not None:
+                        on_warmup(p, out)
                     del out
-                dt = (time.perf_counter() - t0) / n
+                dt = (time.perf_counter() - t0) / n if record else dt
             except Exception as e:
                 errors[p.impl] = f"{type(e).__name__}: {e}"
                 live.remove(p)
@@ -135,16 +146,31 @@ def run_shape(shape: shape_table.Shape, dtype: str, args: argparse.Namespace, li
     from bench import impls, limits, reference
 
     rows: list[dict[str, Any]] = []
+    modes = sorted(args.modes, key=shape_table.MODES.index)
+    if (
+        "model_step" in modes
+        and not args.model_step_all
+        and jax.default_backend() == "cpu"
+        and shape.elements > shape_table.MODEL_STEP_CPU_MAX_ELEMENTS
+    ):
+        modes.remove("model_step")
+        print(f"  {shape.label}: model_step skipped on CPU (--model-step-all runs it)", flush=True)
     t0 = time.perf_counter()
     inputs = impls.make_inputs(shape.batch, shape.classes, shape.hidden, dtype, seed=args.seed)
     ref = reference.Reference.of(inputs.x, inputs.y)
     model_ref = None
-    if "model_step" in args.modes and not args.no_errors:
+    if "model_step" in modes and not args.no_errors:
         model_ref = reference.ModelReference.of(inputs.h, inputs.w, inputs.y)
     setup_s = time.perf_counter() - t0
     itemsize = inputs.x.dtype.itemsize
 
-    for mode in args.modes:
+    for mode in modes:
+        if mode == "model_step":
+            # The model step makes its own logits: drop the input ones (2 GiB at 128k classes
+            # in f32) and their reference before its largest buffers appear.
+            inputs.x = None  # type: ignore[assignment]
+            ref = None
+            gc.collect()
         prepared, unavailable = [], {}
         for impl in args.impls:
             try:
@@ -154,7 +180,17 @@ def run_shape(shape: shape_table.Shape, dtype: str, args: argparse.Namespace, li
             except Exception as e:  # a failure to build is a result, not a crash of the suite
                 unavailable[impl] = f"failed to build: {type(e).__name__}: {e}"
                 traceback.print_exc()
-        timed = interleave(prepared, args.min_rounds, args.max_rounds, args.budget)
+        errs: dict[str, dict[str, Any]] = {}
+
+        def check(p: Any, out: Any, mode=mode, errs=errs, ref=ref, model_ref=model_ref) -> None:
+            if args.no_errors:
+                return
+            try:
+                errs[p.impl] = _errors(out, mode, ref, model_ref)
+            except Exception as e:
+                errs[p.impl] = {"error": f"error check failed: {type(e).__name__}: {e}"}
+
+        timed = interleave(prepared, args.min_rounds, args.max_rounds, args.budget, on_warmup=check)
         b = limits.bound(mode, shape.batch, shape.classes, shape.hidden, itemsize, dtype, lim)
         for p in prepared:
             ts = timed["times"][p.impl]
@@ -188,11 +224,7 @@ def run_shape(shape: shape_table.Shape, dtype: str, args: argparse.Namespace, li
             row["gbps"] = b["bytes_min"] / med / 1e9 if mode != "model_step" else None
             row["gflops"] = b["flops"] / med / 1e9 if mode == "model_step" else None
             row["frac_limit"] = b["limit_s"] / med
-            if not args.no_errors:
-                try:
-                    row.update(_errors(p, mode, ref, model_ref))
-                except Exception as e:
-                    row["error"] = f"error check failed: {type(e).__name__}: {e}"
+            row.update(errs.get(p.impl, {}))
             rows.append(row)
         for impl, why in unavailable.items():
             rows.append(
@@ -218,19 +250,15 @@ def run_shape(shape: shape_table.Shape, dtype: str, args: argparse.Namespace, li
     return rows
 
 
-def _errors(p: Any, mode: str, ref: Any, model_ref: Any) -> dict[str, float | None]:
-    out = p.call()
-    try:
-        if mode == "forward":
-            return {"loss_err": ref.loss_error(out), "grad_err": None}
-        value, grads = out
-        if mode == "value_and_grad":
-            return {"loss_err": ref.sum_error(value), "grad_err": ref.grad_error(grads)}
-        if model_ref is None:
-            return {}
-        return {"loss_err": model_ref.sum_error(value), "grad_err": model_ref.grad_error(*grads)}
-    finally:
-        del out
+def _errors(out: Any, mode: str, ref: Any, model_ref: Any) -> dict[str, float | None]:
+    if mode == "forward":
+        return {"loss_err": ref.loss_error(out), "grad_err": None}
+    value, grads = out
+    if mode == "value_and_grad":
+        return {"loss_err": ref.sum_error(value), "grad_err": ref.grad_error(grads)}
+    if model_ref is None:
+        return {}
+    return {"loss_err": model_ref.sum_error(value), "grad_err": model_ref.grad_error(*grads)}
 
 
 def _progress(shape: Any, dtype: str, mode: str, rows: list) -> None:
@@ -282,12 +310,35 @@ def environment() -> dict[str, Any]:
         "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
     }
+    env["jaxloss_source"] = _git_state("jaxloss")
     for mod in ("jaxlib", "optax", "numpy", "torch"):
         try:
             env[mod] = __import__(mod).__version__
         except ImportError:
             env[mod] = None
     return env
+
+
+def _git_state(path: str) -> str | None:
+    """The last commit touching `path`, and whether its working tree differs from it."""
+    try:
+        head = subprocess.run(
+            ["git", "log", "-1", "--format=%h %cI", "--", path],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", path],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + (" + uncommitted changes" if dirty else "")
 
 
 def _cpu_model() -> str:
@@ -339,6 +390,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="measure the machine limits on "
         "cache-sized arrays (smoke tests only: the figures are then not the limits)",
+    )
+    ap.add_argument(
+        "--model-step-all",
+        action="store_true",
+        help="on CPU, run the model step above 4096x32000 logits too (minutes per case)",
     )
     ap.add_argument("--no-linear-ce", action="store_true", help="skip bench/linear_ce.py")
     args = ap.parse_args(argv)

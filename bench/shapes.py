@@ -51,6 +51,10 @@ FULL: tuple[str, ...] = ("mnist", "imagenet", "lm-32k", "lm-32k-8k", "vocab-128k
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 
+#: On a CPU the model step of the larger shapes is minutes of matmul per case, so the full set
+#: runs it only up to this many logits unless asked (`--model-step-all`); accelerators run all.
+MODEL_STEP_CPU_MAX_ELEMENTS = 4096 * 32000
+
 #: forward: the per-example loss; value_and_grad: the summed loss and its gradient w.r.t. the
 #: logits; model_step: logits = h @ W inside the same jitted function, gradient w.r.t. h and W.
 MODES: tuple[str, ...] = ("forward", "value_and_grad", "model_step")
