@@ -1,0 +1,137 @@
+"""Run `linear_cross_entropy` sharded on 8 simulated CPU devices; print a JSON report.
+
+Started in a subprocess by `test_linear_cross_entropy_sharded.py` (the pytest process has
+already initialised JAX with one device). Not a test module itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jaxloss._linear_cross_entropy import linear_cross_entropy
+
+COLLECTIVE = re.compile(
+    r"=\s*(.*?)\s(all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter)(?:-start)?\("
+)
+ARRAY = re.compile(r"[a-z]+[0-9]*\[([0-9,]*)\]")
+
+
+def collectives(hlo: str) -> list[tuple[str, int]]:
+    """(op, largest array in its result, in elements) of every collective in HLO text."""
+    out = []
+    for line in hlo.splitlines():
+        m = COLLECTIVE.search(line)
+        if m:
+            sizes = [int(np.prod([int(x) for x in s.split(",") if x])) for s in ARRAY.findall(m[1])]
+            out.append((m[2], max(sizes, default=0)))
+    return out
+
+
+def run_case(name, mesh_shape, n, d, v, reduction, options, mesh_axes=("data", "model")):
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    devices = np.asarray(jax.devices()[:8]).reshape(mesh_shape)
+    mesh = Mesh(devices, ("data", "model"))
+    h = rng.standard_normal((n, d)).astype(np.float32)
+    w = (rng.standard_normal((d, v)) / np.sqrt(d)).astype(np.float32)
+    y = rng.integers(0, v, n).astype(np.int32)
+    y[::5] = -100
+    b = rng.standard_normal(v).astype(np.float32)
+    cw = rng.uniform(0.5, 2.0, v).astype(np.float32)
+    ct = rng.standard_normal(n).astype(np.float32)
+    kw = dict(options)
+    tok_axis, voc_axis = mesh_axes
+
+    def loss(h, w, b, cw, mesh=None):
+        out = linear_cross_entropy(
+            h, w, y, bias=b, class_weights=cw, reduction=reduction, mesh=mesh,
+            mesh_axes=mesh_axes, chunk_size=8, **kw,
+        )  # fmt: skip
+        if reduction == "sum_and_count":
+            out = out[0]
+        return jnp.sum(out * ct) if reduction == "none" else out
+
+    grad = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))
+    ref_val, ref_grads = jax.jit(grad)(h, w, b, cw)
+
+    def put(x, spec):
+        # Arrays whose size does not divide the mesh cannot be placed sharded: replicate them
+        # and let `linear_cross_entropy` pad and shard.
+        try:
+            return jax.device_put(x, NamedSharding(mesh, spec))
+        except ValueError:
+            return jax.device_put(x, NamedSharding(mesh, P()))
+
+    args = (
+        put(h, P(tok_axis, None)),
+        put(w, P(None, voc_axis)),
+        put(b, P(voc_axis)),
+        put(cw, P(voc_axis)),
+    )
+    sharded = jax.jit(lambda h, w, b, cw: grad(h, w, b, cw, mesh))
+    compiled = sharded.lower(*args).compile()
+    val, grads = compiled(*args)
+    fwd_hlo = jax.jit(lambda h, w, b, cw: loss(h, w, b, cw, mesh)).lower(*args).compile().as_text()
+    rel = lambda a, b: float(  # noqa: E731
+        np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(np.max(np.abs(np.asarray(b))), 1e-30)
+    )
+    return {
+        "name": name,
+        "value_err": rel(val, ref_val),
+        "grad_err": [rel(g, r) for g, r in zip(grads, ref_grads, strict=True)],
+        "grad_shardings": [str(g.sharding.spec) for g in grads],
+        "finite": bool(np.isfinite(float(val))),
+        "collectives": collectives(compiled.as_text()) + collectives(fwd_hlo),
+        "n": n,
+        "d": d,
+        "v": v,
+    }
+
+
+def main() -> None:
+    assert len(jax.devices()) == 8, jax.devices()
+    everything = {
+        "ignore_index": -100,
+        "label_smoothing": 0.1,
+        "z_loss": 1e-3,
+        "logit_softcap": 3.0,
+    }
+    cases = [
+        ("dp4_mp2_mean", (4, 2), 64, 16, 96, "mean", {"ignore_index": -100}),
+        ("dp2_mp4_none_all_options", (2, 4), 48, 16, 128, "none", everything),
+        ("dp4_mp2_sum_all_options", (4, 2), 64, 16, 96, "sum", everything),
+        ("dp1_mp8_sum_and_count", (1, 8), 40, 8, 128, "sum_and_count", {"ignore_index": -100}),
+        # Sizes that do not divide the mesh: 30 tokens over 4, 101 classes over 2.
+        ("uneven_sizes", (4, 2), 30, 8, 101, "mean", everything),
+        ("data_only", (8, 1), 64, 8, 50, "mean", {"ignore_index": -100}),
+    ]
+    out = [run_case(*c) for c in cases]
+    out.append(
+        run_case(
+            "data_parallel_axes_only",
+            (8, 1),
+            64,
+            8,
+            50,
+            "none",
+            {"ignore_index": -100},
+            mesh_axes=("data", None),
+        )
+    )
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
