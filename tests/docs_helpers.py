@@ -18,8 +18,8 @@ Directives are HTML comments, invisible on the site:
 
 Printed output is compared token by token after collapsing whitespace; a number matches when it
 is within one unit of the last digit written in the expected output (so ``0.3466`` accepts
-``0.34657``, the way pytest's ``NUMBER`` option does). ``...`` in the expected output matches
-anything.
+``0.34657``, the way pytest's ``NUMBER`` option does); integers and the sign of a zero must
+match exactly. ``...`` in the expected output matches anything.
 
 `python -m tests.docs_helpers --update PAGE.md` rewrites the expected-output blocks of a page
 from a fresh run (review the diff: it blesses whatever the code prints).
@@ -185,6 +185,9 @@ def _number_matches(want: str, got: str) -> bool:
         return math.isnan(w) and math.isnan(g)
     if math.isinf(w) or math.isinf(g):
         return w == g
+    if w == 0 and g == 0:
+        # The sign of a zero is shown on the page, so it must be the one computed.
+        return math.copysign(1, w) == math.copysign(1, g)
     mantissa, _, exponent = want.lower().partition("e")
     if "." not in mantissa and not exponent:
         return w == g  # an integer (a shape, a count, an index) must match exactly
