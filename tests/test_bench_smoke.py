@@ -32,7 +32,7 @@ def test_shape_table_is_dependency_free_and_complete():
     full = {(s.batch, s.classes) for s in shapes.get(list(shapes.FULL))}
     assert wanted <= full
     assert set(shapes.QUICK) <= set(shapes.SHAPES)
-    assert max(shapes.SHAPES[n].elements for n in shapes.QUICK) <= 1024 * 32000
+    assert max(shapes.SHAPES[n].elements for n in shapes.QUICK) <= 1024 * 32000  # "quick"
     assert set(shapes.DTYPES) == {"float32", "bfloat16"}
     with pytest.raises(KeyError, match="unknown shape"):
         shapes.get(["no-such-shape"])
