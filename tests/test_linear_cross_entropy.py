@@ -214,7 +214,7 @@ def test_value_matches_float64_reference(case, reduction):
         assert got.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("reduction", ["sum_and_count", "none"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_summed_forward_pass_gives_same_value(case, reduction):
     """value_and_grad runs the other forward kernel (gradients formed during the sweep)."""
@@ -538,3 +538,53 @@ def test_other_argument_errors():
         linear_cross_entropy(h, w, y, chunk_size=0)
     with pytest.raises(TypeError, match="`z_loss` must be a Python number"):
         jax.jit(lambda zl: linear_cross_entropy(h, w, y, z_loss=zl))(0.1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Against the unfused library function
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_unfused_cross_entropy(case, reduction):
+    """Same value and gradients as `cross_entropy(hidden @ weight + bias, labels, ...)`."""
+    from jaxloss._cross_entropy import cross_entropy
+
+    (h, w, y), kw = make(case, seed=11)
+    kw = _as_jnp(kw)
+    bias = kw.pop("bias", None)
+
+    def fused(h, w, b):
+        out = linear_cross_entropy(h, w, y, bias=b, reduction=reduction, **kw)
+        return out[0] if reduction == "sum_and_count" else out
+
+    def unfused(h, w, b):
+        logits = h @ w if b is None else h @ w + b[None, None, :]
+        # `cross_entropy` broadcasts [V] class weights against [..., V] logits by rank promotion.
+        with jax.numpy_rank_promotion("allow"):
+            out = cross_entropy(logits, y, reduction=reduction, **kw)
+        return out[0] if reduction == "sum_and_count" else out
+
+    _close(fused(h, w, bias), unfused(h, w, bias), 1e-5, 1e-6)
+
+    def unfused_count(logits, y, **kw):
+        with jax.numpy_rank_promotion("allow"):
+            return cross_entropy(logits, y, **kw)[1]
+
+    if reduction == "sum_and_count":
+        _close(
+            linear_cross_entropy(h, w, y, bias=bias, reduction=reduction, **kw)[1],
+            unfused_count(h @ w, y, reduction=reduction, **kw),
+            1e-6,
+        )
+    ct = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
+    argnums = (0, 1) if bias is None else (0, 1, 2)
+
+    def scalar(fn):
+        return lambda *a: jnp.sum(fn(*a) * ct) if reduction == "none" else fn(*a)
+
+    got = jax.grad(scalar(fused), argnums=argnums)(h, w, bias)
+    want = jax.grad(scalar(unfused), argnums=argnums)(h, w, bias)
+    for g, r in zip(got, want, strict=True):
+        scale = np.max(np.abs(np.asarray(r)))
+        assert np.max(np.abs(np.asarray(g) - np.asarray(r))) <= 1e-4 * scale
