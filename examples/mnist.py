@@ -33,7 +33,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+import jaxloss
 
 # Importable both as a script (examples/ on sys.path) and from the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -164,59 +173,54 @@ def _multiprocess_launch_detected(args: argparse.Namespace) -> bool:
 # Models
 
 
-def _nnx():
-    from flax import nnx
-
-    return nnx
-
-
 def max_pool_2x2(x):
     """2×2 max pooling (NHWC, even H and W) as a reshape and a max.
 
-    Same values as ``nnx.max_pool(x, (2, 2), strides=(2, 2))``, but its gradient is a plain
-    broadcast where reduce_window's is select-and-scatter, which XLA:CPU runs about twice as
-    slowly: it made the whole train step 2.5x slower on a 2-core CPU.
+    Same values as ``nnx.max_pool(x, (2, 2), strides=(2, 2))``, but the gradient is a plain
+    broadcast instead of reduce_window's select-and-scatter, which XLA:CPU runs slowly: with
+    ``nnx.max_pool`` the whole CNN train step took 2.5× as long on a 2-core CPU.
     """
     b, h, w, c = x.shape
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
-def make_model(kind: str, seed: int):
-    """The model: ``cnn`` (two conv layers, two dense) or ``mlp`` (two hidden layers)."""
-    import jax
+class CNN(nnx.Module):
+    """Two 3×3 conv layers (32, 64 channels) each with 2×2 max pooling, then 128 hidden units."""
 
-    nnx = _nnx()
+    def __init__(self, rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), rngs=rngs)
+        self.dense1 = nnx.Linear(7 * 7 * 64, 128, rngs=rngs)
+        self.dense2 = nnx.Linear(128, mnist_data.NUM_CLASSES, rngs=rngs)
+        self.dropout = nnx.Dropout(0.3)
 
-    class CNN(nnx.Module):
-        def __init__(self, rngs):
-            self.conv1 = nnx.Conv(1, 32, kernel_size=(3, 3), rngs=rngs)
-            self.conv2 = nnx.Conv(32, 64, kernel_size=(3, 3), rngs=rngs)
-            self.dense1 = nnx.Linear(7 * 7 * 64, 128, rngs=rngs)
-            self.dense2 = nnx.Linear(128, mnist_data.NUM_CLASSES, rngs=rngs)
-            self.dropout = nnx.Dropout(0.3)
+    def __call__(self, x, dropout_key=None):
+        """Logits for images ``x`` of shape (B, 28, 28); dropout only when given a key."""
+        x = max_pool_2x2(jax.nn.relu(self.conv1(x[..., None])))
+        x = max_pool_2x2(jax.nn.relu(self.conv2(x)))
+        x = jax.nn.relu(self.dense1(x.reshape(x.shape[0], -1)))
+        x = self.dropout(x, deterministic=dropout_key is None, rngs=dropout_key)
+        return self.dense2(x)
 
-        def __call__(self, x, dropout_key=None):
-            x = max_pool_2x2(jax.nn.relu(self.conv1(x[..., None])))
-            x = max_pool_2x2(jax.nn.relu(self.conv2(x)))
-            x = jax.nn.relu(self.dense1(x.reshape(x.shape[0], -1)))
-            x = self.dropout(x, deterministic=dropout_key is None, rngs=dropout_key)
-            return self.dense2(x)
 
-    class MLP(nnx.Module):
-        def __init__(self, rngs):
-            self.dense1 = nnx.Linear(28 * 28, 512, rngs=rngs)
-            self.dense2 = nnx.Linear(512, 256, rngs=rngs)
-            self.dense3 = nnx.Linear(256, mnist_data.NUM_CLASSES, rngs=rngs)
-            self.dropout = nnx.Dropout(0.2)
+class MLP(nnx.Module):
+    """784 → 512 → 256 → 10, ReLU, dropout before the output layer."""
 
-        def __call__(self, x, dropout_key=None):
-            x = jax.nn.relu(self.dense1(x.reshape(x.shape[0], -1)))
-            x = jax.nn.relu(self.dense2(x))
-            x = self.dropout(x, deterministic=dropout_key is None, rngs=dropout_key)
-            return self.dense3(x)
+    def __init__(self, rngs: nnx.Rngs):
+        self.dense1 = nnx.Linear(28 * 28, 512, rngs=rngs)
+        self.dense2 = nnx.Linear(512, 256, rngs=rngs)
+        self.dense3 = nnx.Linear(256, mnist_data.NUM_CLASSES, rngs=rngs)
+        self.dropout = nnx.Dropout(0.2)
 
-    cls = {"cnn": CNN, "mlp": MLP}[kind]
-    return cls(nnx.Rngs(params=seed))
+    def __call__(self, x, dropout_key=None):
+        x = jax.nn.relu(self.dense1(x.reshape(x.shape[0], -1)))
+        x = jax.nn.relu(self.dense2(x))
+        x = self.dropout(x, deterministic=dropout_key is None, rngs=dropout_key)
+        return self.dense3(x)
+
+
+def make_model(kind: str, seed: int) -> nnx.Module:
+    return {"cnn": CNN, "mlp": MLP}[kind](nnx.Rngs(params=seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,18 +230,11 @@ def make_model(kind: str, seed: int):
 def make_loss(kind: str, label_smoothing: float) -> Callable[[Any, Any], Any]:
     """Per-example cross-entropy from integer labels: jaxloss's, or the optax equivalent."""
     if kind == "jaxloss":
-        try:
-            import jaxloss
-        except ImportError as err:  # pragma: no cover - jaxloss is the package itself
-            raise SystemExit(f"--loss jaxloss needs the jaxloss package: {err}") from err
 
         def loss(logits, labels):
             return jaxloss.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
         return loss
-
-    import jax
-    import optax
 
     def loss(logits, labels):
         if label_smoothing:
@@ -266,13 +263,6 @@ class Trainer:
 
 
 def build_trainer(args: argparse.Namespace, total_steps: int, loss_kind: str) -> Trainer:
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from jax.sharding import AxisType, NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    nnx = _nnx()
     # Auto axes: the compiler propagates the batch sharding (the classic data-parallel jit);
     # make_mesh's default, Explicit, would make every reshape of a sharded array spell out
     # its output sharding.
@@ -327,8 +317,6 @@ def build_trainer(args: argparse.Namespace, total_steps: int, loss_kind: str) ->
 
 
 def _global_batch(sharding, local_images: np.ndarray, local_labels: np.ndarray):
-    import jax
-
     return (
         jax.make_array_from_process_local_data(sharding, local_images),
         jax.make_array_from_process_local_data(sharding, local_labels),
@@ -337,16 +325,12 @@ def _global_batch(sharding, local_images: np.ndarray, local_labels: np.ndarray):
 
 def _process_slice(global_size: int) -> slice:
     """This host's rows of a global batch of ``global_size`` rows."""
-    import jax
-
     per = global_size // jax.process_count()
     return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
 
 
 def evaluate(trainer: Trainer, params, images: np.ndarray, labels: np.ndarray):
     """Mean test loss (plain cross-entropy) and accuracy over all of ``images``."""
-    import jax
-
     quantum = jax.device_count()
     n = images.shape[0]
     batch = min(1024, n)
@@ -383,8 +367,11 @@ def choose_dataset(args: argparse.Namespace, log: Callable[[str], None]) -> mnis
             "mnist", args.data_dir, allow_download=not args.no_download, progress=progress
         )
     except mnist_data.DataUnavailableError as err:
-        first = str(err).splitlines()[0].rstrip(":; ")
-        log(f"MNIST cannot be had ({first}; offline?), falling back.")
+        how = "downloads disabled" if args.no_download else "and the download failed: offline?"
+        log(
+            f"MNIST cannot be had: not found locally, {how} ({len(str(err).splitlines())}-line "
+            "report with --dataset mnist). Falling back."
+        )
     try:
         return mnist_data.load_dataset(
             "fashion_mnist", args.data_dir, allow_download=False, progress=progress
@@ -445,9 +432,6 @@ def write_outputs(output_dir: Path, metrics: dict) -> tuple[Path, Path]:
 
 
 def train(args: argparse.Namespace, ds: mnist_data.Dataset, log: Callable[[str], None]) -> dict:
-    import jax
-    from tqdm.auto import tqdm
-
     x_train, y_train = _subset(ds, args.train_subset, args.seed)
     n_train = x_train.shape[0]
     batch = args.batch_size
@@ -563,16 +547,12 @@ def train(args: argparse.Namespace, ds: mnist_data.Dataset, log: Callable[[str],
 
 def _params_checksum(params) -> list[float]:
     """Sum and sum of squares of every parameter: a cheap fingerprint to compare runs."""
-    import jax
-
     leaves = [np.asarray(jax.device_get(v), np.float64) for v in jax.tree.leaves(params)]
     return [float(sum(v.sum() for v in leaves)), float(sum((v * v).sum() for v in leaves))]
 
 
 def time_losses(args: argparse.Namespace, ds: mnist_data.Dataset, log) -> dict:
     """Median train-step time with each loss, measured in interleaved blocks."""
-    import jax
-
     batch = args.batch_size
     x, y = ds.x_train[:batch], ds.y_train[:batch]
     kinds = ("jaxloss", "optax")
@@ -615,8 +595,6 @@ def time_losses(args: argparse.Namespace, ds: mnist_data.Dataset, log) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    import jax
-
     if args.distributed == "on" or (
         args.distributed == "auto" and _multiprocess_launch_detected(args)
     ):
@@ -630,8 +608,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def log(msg: str) -> None:
         if leader:
-            from tqdm.auto import tqdm
-
             tqdm.write(msg, file=sys.stdout)
             sys.stdout.flush()
 

@@ -361,7 +361,7 @@ def find_local(
             tried.append(f"{label}: {folder} (not all four files there)")
             continue
         if label == "user cache" and not _cache_is_valid(paths, spec):
-            tried.append(f"{label}: {folder} (a file fails its SHA-256 check)")
+            tried.append(f"{label}: {folder} (a file fails its size or SHA-256 check)")
             continue
         return paths, tried
     return None, tried
@@ -372,7 +372,9 @@ def _cache_is_valid(paths: list[Path], spec: DatasetSpec) -> bool:
     import pooch
 
     return all(
-        p.name == f.name and pooch.file_hash(str(p), alg="sha256") == f.sha256
+        p.name == f.name
+        and p.stat().st_size == f.size  # cheap first, and catches a truncated file
+        and pooch.file_hash(str(p), alg="sha256") == f.sha256
         for p, f in zip(paths, spec.files, strict=True)
     )
 
