@@ -60,8 +60,6 @@ class _Static(NamedTuple):
     softcap: float | None
     token_chunk: int | None  # None: automatic
     vocab_block: int
-    has_bias: bool
-    has_class_weights: bool
     vocab_padded: bool  # some weight columns are padding (sharded, V % shards != 0)
     mesh: Mesh | None
     data_axis: AxisName
@@ -246,25 +244,26 @@ def _grads_local(
         y_t = lax.dynamic_slice_in_dim(y_local, t0, t_size, 0)
         cy_t, cs_t, cz_t = (lax.dynamic_slice_in_dim(c, t0, t_size, 0) for c in (cy, cs, cz))
         z = _logits(h_t, w, b, s)  # [T, V_local]
-        zm = z if real_col is None else jnp.where(real_col[None, :], z, -jnp.inf)
-        in_shard = (y_t >= 0) & (y_t < v)
-        zy = jnp.take_along_axis(z, jnp.clip(y_t, 0, v - 1)[:, None], axis=1)[:, 0]
-        zy = jnp.where(in_shard, zy, 0.0)
-        if smooth:
-            zw = z if cw is None else z * cw.astype(cdt)[None, :]
-            if real_col is not None:
-                zw = jnp.where(real_col[None, :], zw, 0.0)
-            wz = jnp.sum(zw, axis=1)
-        else:
-            wz = jnp.zeros((t_size,), cdt)
         if lse_in is None:
+            zm = z if real_col is None else jnp.where(real_col[None, :], z, -jnp.inf)
             m = jnp.max(zm, axis=1)
             m = jnp.where(jnp.isfinite(m), m, 0.0)
             lse = _combine_lse(m, jnp.sum(jnp.exp(zm - m[:, None]), axis=1), s)
+            in_shard = (y_t >= 0) & (y_t < v)
+            zy = jnp.take_along_axis(z, jnp.clip(y_t, 0, v - 1)[:, None], axis=1)[:, 0]
+            zy = jnp.where(in_shard, zy, 0.0)
+            wz = jnp.zeros((t_size,), cdt)
+            if smooth:
+                zw = z if cw is None else z * cw.astype(cdt)[None, :]
+                if real_col is not None:
+                    zw = jnp.where(real_col[None, :], zw, 0.0)
+                wz = jnp.sum(zw, axis=1)
             if s.mesh is not None and s.model_axis is not None:
                 zy, wz = lax.psum((zy, wz), s.model_axis)
         else:
+            # The backward pass of the per-token rule: the forward pass's statistics.
             lse = lax.dynamic_slice_in_dim(lse_in, t0, t_size, 0)
+            zy = wz = jnp.zeros((t_size,), cdt)
         a = cy_t + cz_t * lse
         if smooth:
             a = a + cs_t * cw_sum
@@ -583,15 +582,16 @@ def linear_cross_entropy(
         ``"sum_and_count"``.
 
     Memory:
-        Apart from inputs and gradients, the forward pass holds ``[T, 4096]`` blocks of f32
-        logits and a few numbers per token; differentiation holds one ``[T, V]`` f32 block
-        (``V`` per device), with ``T = chunk_size``, by default about :math:`2^{25} / V`
-        tokens (128 MiB of logits) and between 8 and 1024. The per-token statistics kept
-        between the passes are the log-sum-exp and the label's logit. With ``"sum"``,
-        ``"mean"`` or ``"sum_and_count"`` the gradients are formed *during* the forward pass,
-        while the logits are computed once (the cost of autodiff of the unfused formula), and
-        are held until the backward pass scales them by the incoming cotangent. With
-        ``"none"`` the backward pass recomputes the logits (a third more matrix products).
+        Besides the inputs and the gradients: without differentiation, ``[T, 4096]`` tiles of
+        f32 logits (``T = chunk_size``, 512 by default). With differentiation, one ``[T, V]``
+        f32 block (``V`` per device when sharded), by default ``T`` ≈ 2²⁵ / ``V`` tokens
+        (128 MiB of logits), between 8 and 1024, plus f32 gradient accumulators. The forward
+        and backward passes share only per-token numbers (log-sum-exp, label logit). With
+        ``"sum"``, ``"mean"`` or ``"sum_and_count"`` the gradients are formed *during* the
+        forward pass, with the logits computed once (6·N·D·V flops, as autodiff of the unfused
+        formula), and scaled by the incoming cotangent in the backward pass. With ``"none"``
+        the backward pass recomputes the logits (8·N·D·V flops in all): sum with
+        ``reduction="sum"`` rather than ``jnp.sum`` afterwards.
 
     Numerics:
         Logits are accumulated in float32 (``preferred_element_type``) from bf16/f16 inputs,
@@ -732,8 +732,6 @@ def linear_cross_entropy(
         softcap=cap,
         token_chunk=chunk_size,
         vocab_block=_VOCAB_BLOCK,
-        has_bias=b is not None,
-        has_class_weights=cw is not None,
         vocab_padded=vocab_padded,
         mesh=mesh,
         data_axis=data_axis,
