@@ -4,3 +4,8 @@ import numpy as np
 
 # Doctests print arrays to 4 decimals, as the docstrings show them.
 np.set_printoptions(precision=4, suppress=True)
+
+import jax  # noqa: E402
+
+# Strict: an implicit (B, 1) vs (B,) broadcast is a bug in a loss library; make it an error.
+jax.config.update("jax_numpy_rank_promotion", "raise")

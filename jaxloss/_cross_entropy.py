@@ -27,22 +27,21 @@ from jax.custom_derivatives import SymbolicZero
 from jaxloss import _checks
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
 
-_LOG2 = math.log(2.0)
+# A class "dominates" its row when its probability exceeds 3/4: only then can p − 1 cancel, and
+# every other logit is then at least log 3 below it, far outside any rounding difference.
+_LOG_DOMINANT = math.log(0.75)
 
 
-def _rows(xf: Array) -> tuple[Array, Array, Array, Array, Array]:
-    """Row statistics: (m, d, log_s, dominant, em1).
+def _prob_minus_top(d: Array, log_s: Array, d_top: Array, top: Array) -> Array:
+    """`p_j − [top_j]`, exact both for small `p_j` and for `p_j` near 1.
 
-    `dominant` [B, 1] says the row's maximum is unique and holds more than half of the mass, and
-    `em1` [B, 1] is its `p − 1 = expm1(−log_s)`, exact.
+    `top` marks the dominant entry (probability above 1/2) of rows that have one, and `d_top`
+    [B, 1] is that entry's `d` (0 in value). Taking `expm1(d_top − log_s)` per row rather than per
+    element keeps the extra transcendental off the [B, K] pass, and passing `d_top` (rather than
+    the constant 0) keeps its derivative, for second-order autodiff.
     """
-    m, d, log_s = max_and_log_sum(xf)
-    return m, d, log_s, log_s < _LOG2, jnp.expm1(-finite_log_sum(log_s))
-
-
-def _prob_minus_top(d: Array, log_s: Array, top: Array, dominant: Array, em1: Array) -> Array:
-    """`p_j − [j is the dominant class]`: exact both for small `p_j` and for `p_j` near 1."""
-    return jnp.where(top & dominant, em1, jnp.exp(d - finite_log_sum(log_s)))
+    log_s = finite_log_sum(log_s)
+    return jnp.where(top, jnp.expm1(d_top - log_s), jnp.exp(d - log_s))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,10 +55,12 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     if mask is not None:
         xf = jnp.where(mask, xf, -jnp.inf)
         valid = valid & jnp.any(mask, axis=-1)
-    m, d, log_s, dominant, em1 = _rows(xf)
+    m, _, log_s = max_and_log_sum(xf)
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)[..., None]
-    d_y = jnp.take_along_axis(d, y, axis=-1)
+    # Gather x_y, then shift: gathering from `d = x − m` would give `d` a second consumer, and
+    # XLA:CPU would then write it out in full instead of fusing it into the exp-sum.
+    d_y = jnp.take_along_axis(xf, y, axis=-1) - m
     nll = log_s - d_y  # (m + log_s) − x_y, exact when the label is the maximum (d_y = 0)
     w_y = jnp.ones_like(d_y) if class_w is None else class_w.astype(xf.dtype)[y]
     lse = m + log_s
@@ -68,7 +69,8 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     a = c_lab
     smooth = None
     if eps:
-        cw = jnp.ones((k,), xf.dtype) if class_w is None else class_w.astype(xf.dtype)
+        # Class weights as a [1, K] row, so every broadcast against [B, K] is explicit.
+        cw = jnp.ones((1, k), xf.dtype) if class_w is None else class_w.astype(xf.dtype)[None]
         keep = (cw != 0) if mask is None else mask & (cw != 0)
         n_cls = (
             jnp.asarray(k, xf.dtype)
@@ -77,8 +79,13 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
         )
         n_cls = jnp.maximum(n_cls, 1)
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
-        # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset.
-        wd = jnp.sum(jnp.where(keep, cw * d, 0), -1, keepdims=True)
+        # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset. The
+        # shift goes by a fresh name (`m + 0·log_s`) so this sum fuses with its own producer.
+        d = xf - (m + 0.0 * log_s)
+        if mask is None and class_w is None:
+            wd = jnp.sum(d, -1, keepdims=True)  # arithmetic only: fused, no [B, K] buffer
+        else:
+            wd = jnp.sum(jnp.where(keep, cw * d, 0), -1, keepdims=True)
         loss = loss + (eps / n_cls) * (w_tot * log_s - wd)
         a = a + eps * w_tot / n_cls
         smooth = jnp.where(keep, (eps / n_cls) * cw, 0)
@@ -93,8 +100,8 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     c_lab = jnp.where(valid, c_lab, 0)
     if smooth is not None:
         smooth = jnp.where(valid, smooth, 0)
-    label_top = (d_y == 0) & dominant
-    stats = (m, log_s, dominant, em1, a, c_lab, label_top, smooth)
+    label_top = (d_y - log_s) > _LOG_DOMINANT
+    stats = (m, log_s, a, c_lab, label_top, smooth)
     return loss[..., 0], y, stats
 
 
@@ -106,16 +113,19 @@ _int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0, 1))
 
 
 def _int_tangent(x, mask, y, stats, tx):
-    m, log_s, dominant, em1, a, c_lab, label_top, smooth = stats
+    m, log_s, a, c_lab, label_top, smooth = stats
     xf = x.astype(a.dtype)
     if mask is not None:
         xf = jnp.where(mask, xf, -jnp.inf)
     d = xf - m
-    top = d == 0
-    q = _prob_minus_top(d, log_s, top, dominant, em1)
-    # Gradient row: A·p − t. At the dominant class, A·(p − 1) + (A − t_dom) with t_dom = c_lab
-    # when it is the label, so a confident correct row never subtracts two numbers near 1.
-    h = a * q + jnp.where(top & dominant, a - c_lab * label_top, 0)
+    x_y = jnp.take_along_axis(xf, y, axis=-1)
+    # The label's entry is found by value, with a margin: where the label dominates, every other
+    # logit is more than log 3 below x_y, so no rounding in a recomputed `xf` can confuse them.
+    top = (xf >= x_y - 0.5) & label_top
+    q = _prob_minus_top(d, log_s, x_y - m, top)
+    # Gradient row: A·p − t. At a dominant label, A·(p_y − 1) + (A − c_lab): a confident correct
+    # row never subtracts two numbers near 1.
+    h = a * q + jnp.where(top, a - c_lab, 0)
     if smooth is not None:
         h = h - smooth
     # The rest of the label's target (when it is not the dominant class) is a gather: its
@@ -147,11 +157,11 @@ def _dense_forward(x, t, mask):
     if mask is not None:
         xf = jnp.where(mask, xf, -jnp.inf)
         tf = jnp.where(mask, tf, 0)
-    m, d, log_s, dominant, em1 = _rows(xf)
+    m, d, log_s = max_and_log_sum(xf)
     # −log q_j = log_s − d_j. A zero target contributes 0 even where q_j = 0 (0·log 0 = 0).
     neg_log_q = log_s - d
     loss = jnp.sum(jnp.where(tf != 0, tf * neg_log_q, 0), -1)
-    return loss, (m, log_s, dominant, em1, jnp.sum(tf, -1, keepdims=True))
+    return loss, (m, log_s, jnp.sum(tf, -1, keepdims=True))
 
 
 def _dense_ce_impl(x, t, mask):
@@ -162,7 +172,7 @@ _dense_ce = jax.custom_jvp(_dense_ce_impl)
 
 
 def _dense_tangent(x, t, mask, stats, tx, tt):
-    m, log_s, dominant, em1, t_sum = stats
+    m, log_s, t_sum = stats
     xf = x.astype(t_sum.dtype)
     tf = t.astype(xf.dtype)
     if mask is not None:
@@ -171,9 +181,12 @@ def _dense_tangent(x, t, mask, stats, tx, tt):
     d = xf - m
     out = jnp.zeros(x.shape[:-1], xf.dtype)
     if tx is not None:
-        top = d == 0
-        q = _prob_minus_top(d, log_s, top, dominant, em1)
-        h = t_sum * q + jnp.where(top & dominant, t_sum - tf, -tf)
+        # A soft target has no label to gather: the dominant entry's d comes from a max (a
+        # cheap fused reduction), whose derivative lands on that entry.
+        d_top = jnp.max(d, axis=-1, keepdims=True)
+        top = (d >= d_top - 0.5) & ((d_top - log_s) > _LOG_DOMINANT)
+        q = _prob_minus_top(d, log_s, d_top, top)
+        h = t_sum * q + jnp.where(top, t_sum - tf, -tf)
         out = out + jnp.sum(h * tx.astype(xf.dtype), -1)
     if tt is not None:
         neg_log_q = log_s - d

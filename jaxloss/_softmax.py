@@ -27,6 +27,61 @@ from jax import Array
 from jaxloss import _checks
 
 
+# "Is this entry the row maximum?" is asked with arithmetic, min(1, −d/tol), which is 0 at the
+# maximum and 1 for d ≤ −tol, rather than with `d == 0` and a `select`: XLA:CPU fuses a reduction
+# with an arithmetic producer but writes a `select` producer out as a full [..., K] buffer first
+# (4× slower at 2048×32000). `tol` is a few ulps of the maximum, because XLA recomputes `xf` in
+# each fusion and may round it differently there (an FMA-contracted `x / T`, say). An entry
+# within `tol` of the maximum is split between the sum (weight w, exactly exp(d)) and the count
+# (weight 1 − w, exp(d) by its quadratic Taylor polynomial, off by |d|³/6, below 1e-8 for
+# logits under 1e4 in size).
+_TIE_ULPS = 2.0**-22
+_TIE_FLOOR = 2.0**-60  # the window near 0, large enough that exp(d)·tol never underflows
+
+
+def _shift_and_log_sum_impl(xf: Array) -> tuple[Array, Array]:
+    m = jnp.max(xf, axis=-1, keepdims=True, initial=-jnp.inf)
+    # A row of -inf (fully masked) has no finite max; shifting by 0 keeps it -inf, not NaN.
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
+    d = xf - m
+    tol = jnp.maximum(jnp.abs(m) * _TIE_ULPS, _TIE_FLOOR)
+    # r = Σ exp(d) over entries below the maximum; c = Σ exp(d) over those at it (1 per exact
+    # tie). The weights min(|d|, tol)/tol and (tol − |d|)⁺/tol sum to 1 for every entry, are
+    # exactly 1 or 0 outside the window, and are written without constants shared between the
+    # two sums (a shared broadcast constant, or a `clamp`, is written out in full by XLA:CPU).
+    # |d| rather than −d: an entry rounded slightly above `m` in another fusion counts as a tie.
+    r = jnp.sum(jnp.exp(d) * jnp.minimum(jnp.abs(d), tol), axis=-1, keepdims=True) / tol
+    # `m + 0·r` is the same value under a new name: without it XLA shares one materialised
+    # broadcast of m between the two reductions instead of fusing each with its producer.
+    m2 = m + 0.0 * r
+    tol2 = tol + 0.0 * r
+    e = xf - m2
+    # Only |e| < tol matters below: clamping first keeps -inf (masked entries) out, which would
+    # otherwise turn 0·inf into NaN.
+    a = tol2 - jnp.abs(jnp.maximum(e, -2.0 * tol2))
+    at_top = a + jnp.abs(a)  # 2·max(a, 0), spelled without a constant
+    e = jnp.maximum(e, -1.0)
+    poly = 1.0 + e * (1.0 + 0.5 * e)  # exp(e) to |e|³/6 < 1e-8 inside the window
+    c = jnp.sum(at_top * poly, axis=-1, keepdims=True) / (2.0 * tol2)
+    some = c > 0.5
+    rest = jnp.where(some, (c - 1) + r, jnp.zeros_like(r))
+    return m, jnp.where(some, jnp.log1p(rest), -jnp.inf)
+
+
+_shift_and_log_sum = jax.custom_jvp(_shift_and_log_sum_impl)
+
+
+@_shift_and_log_sum.defjvp
+def _shift_and_log_sum_jvp(primals, tangents):
+    # The shift m is a constant (any shift gives the same log-sum-exp), and
+    # d(log Σ exp(x − m)) = Σ softmax(x)·dx. Stating this keeps derivatives exact at ties,
+    # where differentiating the tie count's arithmetic would subtract two numbers of size S.
+    (xf,), (tx,) = primals, tangents
+    m, log_s = _shift_and_log_sum(xf)
+    p = jnp.exp((xf - m) - finite_log_sum(log_s))
+    return (m, log_s), (jnp.zeros_like(m), jnp.sum(p * tx, axis=-1, keepdims=True))
+
+
 def max_and_log_sum(xf: Array) -> tuple[Array, Array, Array]:
     """For `xf` of shape [..., K] (masked entries already -inf) return (m, d, log_s).
 
@@ -34,18 +89,8 @@ def max_and_log_sum(xf: Array) -> tuple[Array, Array, Array]:
     d: [..., K], `xf − m`.
     log_s: [..., 1], `log Σ exp(d)`; −inf for a row that is entirely −inf.
     """
-    m = jnp.max(xf, axis=-1, keepdims=True, initial=-jnp.inf)
-    # A row of -inf (fully masked) has no finite max; shifting by 0 keeps it -inf, not NaN.
-    m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
-    d = xf - m
-    top = d == 0
-    r = jnp.sum(jnp.where(top, jnp.zeros_like(d), jnp.exp(d)), axis=-1, keepdims=True)
-    c = jnp.sum(top, axis=-1, keepdims=True, dtype=d.dtype)
-    # Double where: an all -inf row (c = 0) would put log1p's pole, 1/(1 − 1), into the
-    # gradient; its log_s is −inf by definition.
-    some = c > 0
-    rest = jnp.where(some, (c - 1) + r, jnp.zeros_like(r))
-    return m, d, jnp.where(some, jnp.log1p(rest), -jnp.inf)
+    m, log_s = _shift_and_log_sum(xf)
+    return m, xf - m, log_s
 
 
 def finite_log_sum(log_s: Array) -> Array:

@@ -66,7 +66,7 @@ def _plain_ce_options(x, y):
     w = jnp.asarray(CLASS_WEIGHTS, x.dtype)
     eps = OPTIONS["label_smoothing"]
     nll = -jnp.take_along_axis(log_q, y[:, None], -1)[:, 0]
-    smooth = -jnp.sum(w * log_q, -1) / K
+    smooth = -jnp.sum(w[None] * log_q, -1) / K
     lse = jax.nn.logsumexp(x, -1)
     return (1 - eps) * w[y] * nll + eps * smooth + OPTIONS["z_loss"] * lse**2
 

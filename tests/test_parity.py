@@ -61,7 +61,7 @@ def test_integer_labels_match_optax(axis, where_kind):
     if where_kind == "classes":
         # Keep every label's class in (Optax reads a masked label's logit; we give +inf).
         flat = jaxloss._checks.classes_last(where, axes)
-        flat = flat.at[..., :].set(flat | (jnp.arange(k) == y[..., None]))
+        flat = flat | (jnp.arange(k).reshape((1,) * y.ndim + (k,)) == y[..., None])
         where = jaxloss._checks.classes_restore(flat, axes, SHAPE)
 
     def ours(x):
