@@ -29,8 +29,9 @@ from jaxloss import _checks
 # "Is this entry the row maximum?" is asked with arithmetic, min(|d|, tol)/tol, which is 0 at
 # the maximum and 1 for |d| ≥ tol, rather than with `d == 0` and a `select`: XLA:CPU fuses a
 # reduction with an arithmetic producer but writes a `select` producer out as a full [..., K]
-# buffer first (4× slower at 2048×32000). `tol` is a few ulps of the maximum, because XLA recomputes `xf` in
-# each fusion and may round it differently there (an FMA-contracted `x / T`, say). An entry
+# buffer first (4× slower at 2048×32000). `tol` is a few ulps of the maximum, because XLA
+# recomputes `xf` in each fusion and may round it differently there (an FMA-contracted `x / T`,
+# say). An entry
 # within `tol` of the maximum is split between the sum (weight w, exactly exp(d)) and the count
 # (weight 1 − w, exp(d) by its quadratic Taylor polynomial, off by |d|³/6, below 1e-8 for
 # logits under 1e4 in size).
