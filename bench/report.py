@@ -53,7 +53,9 @@ def _throughput(r: dict) -> str:
 def header(results: dict) -> list[str]:
     env, lim = results["environment"], results["limits"]
     lines = [
-        f"# jaxloss benchmarks ({results['suite']} set)",
+        f"# jaxloss benchmarks ({results['suite']} set"
+        + ("" if results.get("complete", True) else ", partial: the run is still going")
+        + ")",
         "",
         f"- Device: {env['backend']} / {env['device_kind']} ({env['processor']}), "
         f"{env['cores']} cores; jax {env['jax']}, optax {env['optax']}, torch {env['torch']}.",

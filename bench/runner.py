@@ -474,47 +474,50 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     rows: list[dict[str, Any]] = []
+
+    def write(linear: dict | None, final: bool) -> str:
+        # Fractions of the limit use the best limits measured so far in this run.
+        for r in rows:
+            if "median_s" in r:
+                itemsize = 2 if r["dtype"] == "bfloat16" else 4
+                b = limits.bound(
+                    r["mode"], r["batch"], r["classes"], r["hidden"], itemsize, r["dtype"], lim
+                )
+                r.update({k: v for k, v in b.items() if k != "limit_times"})
+                r["frac_limit"] = b["limit_s"] / r["median_s"]
+        results = {
+            "suite": "quick"
+            if args.quick
+            else ("full" if list(args.shapes) == list(shape_table.FULL) else "custom"),
+            "complete": final,
+            "argv": argv,
+            "environment": env,
+            "load_before": load_before,
+            "load_after": _load(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "wall_s": time.time() - started,
+            "limits": lim,
+            "impl_descriptions": impls.DESCRIPTIONS,
+            "rows": rows,
+            "linear_ce": linear,
+        }
+        results["targets"] = report.targets(rows)
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        table = report.markdown(results)
+        (out / "table.md").write_text(table)
+        if final and not args.no_plots:
+            report.plots(results, out)
+        return table
+
     for shape in shape_table.get(args.shapes):
         for dtype in args.dtypes:
             rows.extend(run_shape(shape, dtype, args, lim))
+        write(None, final=False)  # a run cut short still leaves its results
 
     linear = None if args.no_linear_ce else run_linear_ce(args.quick)
     lim_runs.append(limits.measure(args.quick, args.small_limits))
     lim = limits.combine(lim_runs)
-    # Fractions of the limit use the best limits of the whole run.
-    for r in rows:
-        if "median_s" in r:
-            b = limits.bound(
-                r["mode"],
-                r["batch"],
-                r["classes"],
-                r["hidden"],
-                2 if r["dtype"] == "bfloat16" else 4,
-                r["dtype"],
-                lim,
-            )
-            r.update({k: v for k, v in b.items() if k != "limit_times"})
-            r["frac_limit"] = b["limit_s"] / r["median_s"]
-
-    results = {
-        "suite": "quick" if args.quick else "full",
-        "argv": argv,
-        "environment": env,
-        "load_before": load_before,
-        "load_after": _load(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-        "wall_s": time.time() - started,
-        "limits": lim,
-        "impl_descriptions": impls.DESCRIPTIONS,
-        "rows": rows,
-        "linear_ce": linear,
-    }
-    results["targets"] = report.targets(rows)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    table = report.markdown(results)
-    (out / "table.md").write_text(table)
-    if not args.no_plots:
-        report.plots(results, out)
+    table = write(linear, final=True)
     print(table)
     print(
         f"wrote {out / 'results.json'}, {out / 'table.md'}" + ("" if args.no_plots else ", plots"),
