@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install docs bench bench-quick
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,examples]'
+	$(BIN)/pip install -q -e '.[test,examples,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,5 +24,16 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -q
 
+# The printed tour, then a short MNIST run (Fashion-MNIST or scikit-learn's digits offline).
 demo: $(STAMP)
 	$(BIN)/python examples/tour.py
+	$(BIN)/python examples/mnist.py --demo --output-dir out/mnist-demo
+
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+bench: $(STAMP)
+	$(BIN)/python -m bench --out bench/out
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick --out bench/out-quick

@@ -288,16 +288,18 @@ def softmax_cross_entropy_with_integer_labels(
         axis: the class axis, or a tuple of axes (a label then indexes the flattened slice).
         where: optional boolean mask: shaped like ``labels`` to drop whole examples (loss 0,
             gradient 0), or like ``logits`` to leave classes out of the normalisation.
-        check_labels: if True, raise at run time (also under ``jit``) naming the first label
-            outside ``[0, K)`` and its position. Costs a host callback.
+        check_labels: if True, raise at run time naming the first label outside ``[0, K)``
+            and its position: a ``ValueError`` eagerly, a ``JaxRuntimeError`` carrying the same
+            message under ``jit``. Costs a host callback.
 
     Returns:
         ``[...]`` per-example losses, float32 for bf16/f16 logits.
 
     Numerics:
         Gradient is the hand-derived ``softmax(x) − one_hot(y)``; ``p_y − 1`` is exact to
-        rounding even at ``p_y = 1 − 1e-7``. ``-inf`` logits on other classes are fine; an
-        out-of-range label gives NaN (never a silent finite loss); a label whose class is
+        rounding even at ``p_y = 1 − 1e-7``. ``-inf`` logits on other classes are fine; a
+        ``-inf`` logit on the label gives ``+inf`` with the finite gradient ``softmax − one_hot``;
+        an out-of-range label gives NaN (never a silent finite loss); a label whose class is
         masked out gives ``+inf``; a fully masked row gives 0 with gradient 0.
 
     Examples:
@@ -355,8 +357,8 @@ def cross_entropy(
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (0 when nothing is valid) or
             ``"sum_and_count"``, which returns ``(sum, count)`` with ``count`` the ``"mean"``
             denominator, for exact means over micro-batches or hosts.
-        check_labels: if True, raise at run time (also under ``jit``) naming the first
-            out-of-range label and its position.
+        check_labels: if True, raise at run time naming the first out-of-range label and its
+            position (``ValueError`` eagerly, ``JaxRuntimeError`` under ``jit``).
 
     Returns:
         ``[...]`` losses for ``"none"``, a scalar for ``"sum"``/``"mean"``, a pair of scalars
