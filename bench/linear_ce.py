@@ -20,7 +20,9 @@ Errors (``loss_rel_err``, ``grad_*_err``: max |fused − unfused| / max |unfused
 fused result with the unfused one computed in the unfused process, from the fused outputs
 saved to a temporary file. Both PyTorch and JAX use 2 threads (the machine's 2 cores).
 
-``python -m bench.linear_ce [--quick] [--only NAME]`` prints a Markdown table; ``run(quick)``
+Small cases: a warm-up call, then the best of 3. Cases with N·V ≥ 2³⁰: one timed call (cold
+buffers) per implementation. ``python -m bench.linear_ce [--quick] [--only NAMES]
+[--impls NAMES] [--json FILE]`` prints a Markdown table; ``run(quick)``
 returns the rows for ``python -m bench``.
 """
 
@@ -77,6 +79,13 @@ def _token_chunk(v: int) -> int:
     return max(8, min(1024, t - t % 8))
 
 
+def _runs(fn, reps: int) -> list[float]:
+    """A warm-up call then `reps` timed ones; a single call, timed, when `reps` is 1."""
+    if reps > 1:
+        fn()
+    return _time(fn, reps)
+
+
 def _time(fn, reps: int) -> list[float]:
     out = []
     for _ in range(reps):
@@ -116,9 +125,13 @@ def _jax_worker(impl: str, n: int, d: int, v: int, dtype: str, reps: int, tmp: s
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     rss0 = _rss_bytes()
-    jax.block_until_ready(compiled(h, w))  # warm-up (first touch of the buffers)
-    times = _time(lambda: jax.block_until_ready(compiled(h, w)), reps)
-    out = compiled(h, w)
+    results = []
+
+    def call():
+        results[:] = [jax.block_until_ready(compiled(h, w))]
+
+    times = _runs(call, reps)
+    out = results[0]
     row: dict[str, Any] = {
         "time_s": min(times),
         "times_s": times,
@@ -181,9 +194,13 @@ def _torch_worker(impl: str, n: int, d: int, v: int, dtype: str, reps: int) -> d
         return loss
 
     rss0 = _rss_bytes()
-    step()  # warm-up
-    times = _time(step, reps)
-    loss = step()
+    results = []
+
+    def call():
+        results[:] = [step()]
+
+    times = _runs(call, reps)
+    loss = results[0]
     return {
         "time_s": min(times),
         "times_s": times,

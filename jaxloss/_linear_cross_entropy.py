@@ -88,10 +88,6 @@ def _vocab_offset(s: _Static, v_local: int) -> jax.Array | int:
     return lax.axis_index(s.model_axis) * v_local
 
 
-def _psum(x: Any, axis: AxisName) -> Any:
-    return x if axis is None else lax.psum(x, axis)
-
-
 def _logits(h_t: jax.Array, w_blk: jax.Array, b_blk: jax.Array | None, s: _Static) -> jax.Array:
     """One block of logits, accumulated in (at least) f32; the same code in every pass."""
     cdt = compute_dtype(h_t.dtype)
@@ -174,7 +170,8 @@ def _stats_local(
                 if cw is not None:
                     zw = z * lax.dynamic_slice_in_dim(cw, v0, b_size, 0).astype(cdt)[None, :]
                 wz = wz + jnp.sum(jnp.where(ok[None, :], zw, 0.0), axis=1)
-            return (safe, ssum, zy, wz), None
+            # Carry the true running max (-inf until a row has seen a column).
+            return (m_new, ssum, zy, wz), None
 
         tz = jnp.zeros((t_size,), cdt)
         init = (jnp.full((t_size,), -jnp.inf, cdt), tz, tz, tz)

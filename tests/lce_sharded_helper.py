@@ -116,6 +116,8 @@ def main() -> None:
         # Sizes that do not divide the mesh: 30 tokens over 4, 101 classes over 2.
         ("uneven_sizes", (4, 2), 30, 8, 101, "mean", everything),
         ("data_only", (8, 1), 64, 8, 50, "mean", {"ignore_index": -100}),
+        # Shards that hold only padding: 3 tokens over 2, 5 classes over 4 (2 per shard).
+        ("all_padding_shards", (2, 4), 3, 8, 5, "none", everything),
     ]
     out = [run_case(*c) for c in cases]
     out.append(

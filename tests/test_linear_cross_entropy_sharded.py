@@ -38,7 +38,7 @@ DIVISIBLE = [
 ]
 
 
-@pytest.mark.parametrize("name", [*DIVISIBLE, "uneven_sizes"])
+@pytest.mark.parametrize("name", [*DIVISIBLE, "uneven_sizes", "all_padding_shards"])
 def test_sharded_matches_single_device(report, name):
     r = report[name]
     assert r["finite"]
