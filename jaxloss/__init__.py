@@ -15,6 +15,7 @@ from jaxloss._entropy import entropy as entropy
 from jaxloss._entropy import kl_divergence as kl_divergence
 from jaxloss._entropy import kl_divergence_with_log_targets as kl_divergence_with_log_targets
 from jaxloss._entropy import softmax_entropy as softmax_entropy
+from jaxloss._linear_cross_entropy import linear_cross_entropy as linear_cross_entropy
 from jaxloss._softmax import log_softmax as log_softmax
 from jaxloss._softmax import logsumexp as logsumexp
 from jaxloss._softmax import softmax as softmax
@@ -26,6 +27,7 @@ __all__ = [
     "entropy",
     "kl_divergence",
     "kl_divergence_with_log_targets",
+    "linear_cross_entropy",
     "log_softmax",
     "logsumexp",
     "nll_loss",

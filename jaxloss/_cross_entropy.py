@@ -69,8 +69,9 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     a = c_lab
     smooth = None
     if eps:
-        # Class weights as a [1, K] row, so every broadcast against [B, K] is explicit.
-        cw = jnp.ones((1, k), xf.dtype) if class_w is None else class_w.astype(xf.dtype)[None]
+        # Class weights as a [1, ..., 1, K] row, so every broadcast against [..., K] is explicit.
+        row = (1,) * (xf.ndim - 1) + (k,)
+        cw = jnp.ones(row, xf.dtype) if class_w is None else class_w.astype(xf.dtype).reshape(row)
         keep = (cw != 0) if mask is None else mask & (cw != 0)
         n_cls = (
             jnp.asarray(k, xf.dtype)
