@@ -25,7 +25,7 @@ from jax import Array
 from jax.custom_derivatives import SymbolicZero
 
 from jaxloss import _checks
-from jaxloss._softmax import finite_log_sum, max_and_log_sum
+from jaxloss._softmax import finite_log_sum, max_and_log_sum, row_sums
 
 # A class "dominates" its row when its probability exceeds 3/4: only then can p − 1 cancel, and
 # every other logit is then at least log 3 below it, far outside any rounding difference.
@@ -82,11 +82,12 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
         # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset. The
         # shift goes by a fresh name (`m + 0·log_s`) so this sum fuses with its own producer.
-        d = xf - (m + 0.0 * log_s)
+        m_fresh = m + 0.0 * log_s
         if mask is None and class_w is None:
-            wd = jnp.sum(d, -1, keepdims=True)  # arithmetic only: fused, no [B, K] buffer
+            # Arithmetic only: fused, no [B, K] buffer, long rows cut into pieces.
+            wd, _ = row_sums(xf, m_fresh, m_fresh, lambda x, m, _: x - m)
         else:
-            wd = jnp.sum(jnp.where(keep, cw * d, 0), -1, keepdims=True)
+            wd = jnp.sum(jnp.where(keep, cw * (xf - m_fresh), 0), -1, keepdims=True)
         loss = loss + (eps / n_cls) * (w_tot * log_s - wd)
         a = a + eps * w_tot / n_cls
         smooth = jnp.where(keep, (eps / n_cls) * cw, 0)
