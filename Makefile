@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench --out bench/out
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m bench --quick --out bench/out-quick
+	$(BIN)/python -m bench --quick --out bench/out/quick
