@@ -8,9 +8,9 @@ state it as a `custom_jvp` rule, whose tangent map is linear, so forward mode (`
 recomputes `softmax` from the logits rather than keeping a `[..., K]` residual.
 
 The true-class component `p_y − 1` would lose every digit to cancellation once `p_y` is within
-1e-7 of 1. The rule never forms it by subtraction: when one class holds more than half of the
-mass, its `p − 1` is `expm1(−log_s)` (see `_softmax.max_and_log_sum`), and the `−1` of the
-target is folded in exactly.
+1e-7 of 1. The rule never forms it by subtraction: when the label holds more than 3/4 of the
+mass, its `p − 1` is `expm1(d_y − log_s)` with `log_s` exact (see `_softmax.max_and_log_sum`),
+and the `−1` of the target is folded in exactly.
 """
 
 from __future__ import annotations

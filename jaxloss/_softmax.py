@@ -3,16 +3,16 @@
 The shared kernel is `max_and_log_sum`: for a row `x` it returns the row maximum `m` and
 `log_s = log Σ_j exp(x_j − m)` such that `logsumexp(x) = m + log_s`. Two choices matter:
 
-* `log_s` is formed as `log1p((c − 1) + r)`, where `c` counts the entries equal to the maximum
-  and `r` sums `exp(x_j − m)` over the others. Summing the maximum's own `exp(0) = 1` first and
-  taking `log` afterwards would round `1 + r` and lose every digit of `r` once `r < 1e-7`, which
-  is exactly the regime of a confident classifier (`p_y = 1/(1 + r)` close to 1).
+* `log_s` is formed as `log1p((c − 1) + r)`, where `c` sums `exp(x_j − m)` over the entries at
+  the maximum (1 per exact tie) and `r` over the others. Summing the maximum's own
+  `exp(0) = 1` first and taking `log` afterwards would round `1 + r` and lose every digit of `r`
+  once `r < 1e-7`, which is exactly the regime of a confident classifier (`p_y = 1/(1 + r)`).
 * `m` and `log_s` are kept apart rather than added into one log-sum-exp: `exp((x − m) − log_s)`
   is exact to rounding for any logit scale, while `exp(x − lse)` inherits the rounding error of
   `lse`, which grows with `|m|` (about 6e-5 relative at logits of 1000 in float32).
 
-`m` is an ordinary (differentiable) maximum, so this formula also has the right derivatives
-everywhere, which keeps second-order autodiff (`hessian`) correct through the custom rules.
+The pair has its own `custom_jvp` (the shift is a constant; d log-sum-exp = softmax·dx), so
+derivatives, second order included, are exact also at ties.
 """
 
 from __future__ import annotations
