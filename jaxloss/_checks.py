@@ -14,8 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Axis = int | tuple[int, ...]
-
 REDUCTIONS = ("none", "sum", "mean", "sum_and_count")
 
 
@@ -109,6 +107,28 @@ def check_where(where: Any, logits_shape: tuple[int, ...], batch_shape: tuple, f
         f"{tuple(logits_shape)} (a class mask) nor to the batch shape {tuple(batch_shape)} "
         "(an example mask)."
     )
+
+
+def split_where(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, Any]:
+    """Read `where` as Optax does: (example mask [batch], class mask [shape]), either None.
+
+    A mask with as many dimensions as the input masks classes; any other drops examples.
+    """
+    if where is None:
+        return None, None
+    batch_shape = tuple(n for a, n in enumerate(shape) if a not in axes)
+    check_where(where, shape, batch_shape, fn)
+    where = jnp.asarray(where)
+    if where.ndim == len(shape):
+        return None, jnp.broadcast_to(where, shape)
+    try:
+        return jnp.broadcast_to(where, batch_shape), None
+    except ValueError:
+        raise ValueError(
+            f"{fn}: `where` with shape {where.shape} has fewer dimensions than the input "
+            f"{tuple(shape)}, so it masks examples, but it does not broadcast to the batch "
+            f"shape {batch_shape}."
+        ) from None
 
 
 def compute_dtype(dtype: Any) -> Any:

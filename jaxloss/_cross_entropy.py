@@ -225,18 +225,12 @@ def _static_float(value: Any, name: str, fn: str) -> float:
         raise TypeError(f"{fn}: `{name}` must be a number, got {value!r}.") from None
 
 
-def _batch_mask(where: Any, logits_shape, axes, batch_shape, fn) -> tuple[Any, Any]:
+def _batch_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, Any]:
     """Split `where` into an example mask [batch] and a class mask [batch, K] (either None)."""
-    if where is None:
-        return None, None
-    _checks.check_where(where, logits_shape, batch_shape, fn)
-    where = jnp.asarray(where)
-    try:
-        if np.broadcast_shapes(where.shape, batch_shape) == tuple(batch_shape):
-            return jnp.broadcast_to(where, batch_shape), None
-    except ValueError:
-        pass
-    return None, _checks.classes_last(jnp.broadcast_to(where, logits_shape), axes)
+    example_mask, class_mask = _checks.split_where(where, shape, axes, fn)
+    if class_mask is not None:
+        class_mask = _checks.classes_last(class_mask, axes)
+    return example_mask, class_mask
 
 
 def _check_labels_callback(labels: Array, ok: Array, num_classes: int, fn: str) -> None:
@@ -264,7 +258,7 @@ def _prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=Non
             f"{fn}: `labels` must have the logits' shape without the class axis {axis!r}: "
             f"expected {batch_shape} for logits of shape {logits.shape}, got {labels.shape}."
         )
-    example_mask, class_mask = _batch_mask(where, logits.shape, axes, batch_shape, fn)
+    example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
     valid = jnp.ones(batch_shape, bool) if example_mask is None else example_mask
     if ignore_index is not None:
@@ -455,8 +449,7 @@ def softmax_cross_entropy(logits: Any, labels: Any, axis: Any = -1, where: Any =
     _checks.check_same_shape(logits, labels, "logits", "labels", fn)
     logits = jnp.asarray(logits)
     axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
-    batch_shape = tuple(n for a, n in enumerate(logits.shape) if a not in axes)
-    example_mask, class_mask = _batch_mask(where, logits.shape, axes, batch_shape, fn)
+    example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
     t = _checks.classes_last(jnp.asarray(labels), axes)
     if example_mask is not None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 
 from jaxloss import _checks
@@ -28,18 +27,10 @@ def _xlogx(p: Array) -> Array:
 
 def _mask_for(where: Any, shape: tuple, axes: tuple, fn: str) -> Array | None:
     """`where` as a mask of the full `shape`; an example-shaped mask is expanded over `axes`."""
-    if where is None:
-        return None
-    batch_shape = tuple(n for a, n in enumerate(shape) if a not in axes)
-    _checks.check_where(where, shape, batch_shape, fn)
-    where = jnp.asarray(where)
-    try:
-        full = np.broadcast_shapes(where.shape, shape) == tuple(shape)
-    except ValueError:
-        full = False
-    if not full:
-        where = jnp.expand_dims(jnp.broadcast_to(where, batch_shape), axes)
-    return jnp.broadcast_to(where, shape)
+    example_mask, class_mask = _checks.split_where(where, shape, axes, fn)
+    if example_mask is None:
+        return class_mask
+    return jnp.broadcast_to(jnp.expand_dims(example_mask, axes), shape)
 
 
 def _prepare(fn: str, axis: Any, where: Any, **arrays: Any):
