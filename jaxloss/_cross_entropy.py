@@ -233,6 +233,20 @@ def _batch_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, An
     return example_mask, class_mask
 
 
+def _class_weights(class_weights: Any, k: int, name: str, shape: tuple, fn: str) -> Any:
+    """Checked `class_weights` [K] as a constant (not differentiated), or None."""
+    if class_weights is None:
+        return None
+    _checks.check_floating(class_weights, "class_weights", fn)
+    class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights))
+    if class_weights.shape != (k,):
+        raise ValueError(
+            f"{fn}: `class_weights` must have shape ({k},) for {k} classes ({name} of shape "
+            f"{shape}), got {class_weights.shape}."
+        )
+    return class_weights
+
+
 def _check_labels_callback(labels: Array, ok: Array, num_classes: int, fn: str) -> None:
     def report(labels, ok):
         bad = np.argwhere(~np.asarray(ok))
@@ -387,14 +401,7 @@ def cross_entropy(
         logits, labels, axis, where, fn, check_labels, ignore_index
     )
     k = x.shape[-1]
-    if class_weights is not None:
-        _checks.check_floating(class_weights, "class_weights", fn)
-        class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights))
-        if class_weights.shape != (k,):
-            raise ValueError(
-                f"{fn}: `class_weights` must have shape ({k},) for {k} classes (logits of "
-                f"shape {np.shape(logits)}), got {class_weights.shape}."
-            )
+    class_weights = _class_weights(class_weights, k, "logits", np.shape(logits), fn)
     if logit_softcap is not None:
         cap = _static_float(logit_softcap, "logit_softcap", fn)
         if cap <= 0:
@@ -517,14 +524,8 @@ def nll_loss(
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)
     w = jnp.ones(labels.shape, xf.dtype)
+    class_weights = _class_weights(class_weights, k, "log_probs", np.shape(log_probs), fn)
     if class_weights is not None:
-        _checks.check_floating(class_weights, "class_weights", fn)
-        class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights))
-        if class_weights.shape != (k,):
-            raise ValueError(
-                f"{fn}: `class_weights` must have shape ({k},) for {k} classes (log_probs of "
-                f"shape {np.shape(log_probs)}), got {class_weights.shape}."
-            )
         w = class_weights.astype(xf.dtype)[y]
     picked = jnp.take_along_axis(xf, y[..., None], axis=-1)[..., 0]
     loss = jnp.where(valid, -w * jnp.where(valid, picked, 0), 0)
