@@ -192,15 +192,18 @@ def run_shape(shape: shape_table.Shape, dtype: str, args: argparse.Namespace, li
 
         timed = interleave(prepared, args.min_rounds, args.max_rounds, args.budget, on_warmup=check)
         b = limits.bound(mode, shape.batch, shape.classes, shape.hidden, itemsize, dtype, lim)
+        case: dict[str, Any] = {
+            "shape": shape.name,
+            "batch": shape.batch,
+            "classes": shape.classes,
+            "hidden": shape.hidden,
+            "dtype": dtype,
+            "mode": mode,
+        }
         for p in prepared:
             ts = timed["times"][p.impl]
             row: dict[str, Any] = {
-                "shape": shape.name,
-                "batch": shape.batch,
-                "classes": shape.classes,
-                "hidden": shape.hidden,
-                "dtype": dtype,
-                "mode": mode,
+                **case,
                 "impl": p.impl,
                 "times_s": ts,
                 "lower_s": p.lower_s,
@@ -227,18 +230,7 @@ def run_shape(shape: shape_table.Shape, dtype: str, args: argparse.Namespace, li
             row.update(errs.get(p.impl, {}))
             rows.append(row)
         for impl, why in unavailable.items():
-            rows.append(
-                {
-                    "shape": shape.name,
-                    "batch": shape.batch,
-                    "classes": shape.classes,
-                    "hidden": shape.hidden,
-                    "dtype": dtype,
-                    "mode": mode,
-                    "impl": impl,
-                    "unavailable": why,
-                }
-            )
+            rows.append({**case, "impl": impl, "unavailable": why})
         # The loop variable and the error check would keep the last case's arrays alive.
         p = check = None  # type: ignore[assignment]  # only to drop the references
         del prepared
