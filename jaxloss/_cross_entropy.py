@@ -3,14 +3,20 @@
 The gradient of cross-entropy with respect to the logits is `A·softmax(x) − t` per row, where
 `t` is the (weighted, smoothed) target and `A = Σ_j t_j` (plus the z-loss term `2·z·lse`). We
 state it as a `custom_jvp` rule, whose tangent map is linear, so forward mode (`jvp`, `jacfwd`,
-`hessian`) works and reverse mode is its transpose. Inside the rule, the tangent is computed by a
-`jax.checkpoint`ed function of the logits and a few per-row numbers, so the backward pass
-recomputes `softmax` from the logits rather than keeping a `[..., K]` residual.
+`hessian`) works and reverse mode is its transpose.
 
-The true-class component `p_y − 1` would lose every digit to cancellation once `p_y` is within
-1e-7 of 1. The rule never forms it by subtraction: when the label holds more than 3/4 of the
-mass, its `p − 1` is `expm1(d_y − log_s)` with `log_s` exact (see `_softmax.max_and_log_sum`),
-and the `−1` of the target is folded in exactly.
+Integer labels (the hot path) keep the label out of the row's sum: with m the row maximum,
+r = Σ_{j≠y} exp(x_j − m), the loss is `log1p(expm1(d_y) + r) − d_y` and the label's gradient
+entry is `A·expm1(d_y − log_s) + (A − c_y)`. Both are exact to rounding when the label holds
+almost all the mass (r ≪ 1e-7), where `log(Σ exp)` and `p_y − 1` would lose every digit, and
+no tie count or dominance test is needed. For float32 (and wider) logits the rule writes
+exp(x − m) once, sets the label's entry to 0 in place, sums it, and the backward pass scales
+that same buffer in place: one exp pass and Optax's memory traffic. For bf16/f16 logits the
+tangent is `jax.checkpoint`ed instead and recomputes exp from the narrow logits, which moves
+fewer bytes than a float32 residual. Forward-only calls make one fused pass after the max.
+
+Dense targets use the shared exact log-sum-exp (`_softmax.max_and_log_sum`); there, when one
+class holds more than 3/4 of the mass, its `p − 1` is `expm1(d − log_s)`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from jax import Array
 from jax.custom_derivatives import SymbolicZero
 
 from jaxloss import _checks
-from jaxloss._softmax import finite_log_sum, max_and_log_sum, row_sums
+from jaxloss._softmax import _sub_rows, finite_log_sum, max_and_log_sum, row_sums
 
 # A class "dominates" its row when its probability exceeds 3/4: only then can p − 1 cancel, and
 # every other logit is then at least log 3 below it, far outside any rounding difference.
@@ -47,22 +53,87 @@ def _prob_minus_top(d: Array, log_s: Array, d_top: Array, top: Array) -> Array:
 # ---------------------------------------------------------------------------------------------
 # Integer labels.
 
+# Labels index a float32 iota in the fused passes (see `_not_label`), exact below 2^24 classes.
+_MAX_FLOAT_INDEX = 2**24
 
-def _int_forward(eps, zl, x, labels, valid, mask, class_w):
-    """Per-example loss and the per-row numbers the tangent needs."""
+
+def _not_label(shape: tuple, y: Array, offset: Array | int = 0, one: Array | float = 1.0) -> Array:
+    """1.0 off the label's column and 0.0 on it, as `min(|j − y|, 1)` over column indices `j`.
+
+    `y` is the label as a float32 [..., 1]; `offset` is added to the iota (the first column of a
+    row piece). Arithmetic rather than `j == y` and a `select`: XLA:CPU fuses an arithmetic
+    producer into a reduction but writes a `select` producer out in full (measured: 205 ms vs
+    68 ms for the exp-sum over 4096×32000). `one` is 1, passed as a per-row array by the
+    tangent: a broadcast constant shared by two fusions is written out in full by XLA:CPU.
+    """
+    j = jax.lax.broadcasted_iota(jnp.float32, shape, len(shape) - 1) + offset
+    return jnp.minimum(jnp.abs(j - y), one)
+
+
+def _sum_exp_off_label(x: Array, m: Array, y: Array) -> Array:
+    """Σ_{j ≠ y} exp(x_j − m) per row in m's dtype, [..., 1]; long rows are cut into pieces.
+
+    `x` comes in its own dtype; the cut goes through an optimization barrier, so the fusion
+    reads a plain [N·G, K/G] array (a reshape inside the fusion made the bf16 sum 5× slower on
+    XLA:CPU: 471 ms vs 76 ms at 2048×131072).
+    """
     k = x.shape[-1]
-    xf = x.astype(_checks.compute_dtype(x.dtype))
+    g = _sub_rows(k)
+    if g == 1:
+        return jnp.sum(jnp.exp(x.astype(m.dtype) - m) * _not_label(x.shape, y), -1, keepdims=True)
+    lead, piece = x.shape[:-1], k // g
+    xs = jax.lax.optimization_barrier(x.reshape((-1, piece))).astype(m.dtype)
+    ms = jnp.repeat(m.reshape((-1, 1)), g, axis=0)
+    ys = jnp.repeat(y.reshape((-1, 1)), g, axis=0)
+    starts = jnp.tile(jnp.arange(g, dtype=jnp.float32) * piece, xs.shape[0] // g)[:, None]
+    total = jnp.sum(jnp.exp(xs - ms) * _not_label(xs.shape, ys, starts), -1)
+    return total.reshape((*lead, g)).sum(-1, keepdims=True)
+
+
+def _row_max(x: Array) -> Array:
+    """max over the last axis in `x`'s own dtype (exact, and bf16 is read without a convert)."""
+    return jnp.max(x, axis=-1, keepdims=True, initial=-jnp.inf)
+
+
+def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
+    """Per-example loss and the per-row numbers the tangent needs.
+
+    The row is shifted by its maximum m, and the label is kept out of the sum:
+    r = Σ_{j≠y} exp(x_j − m), so the loss is log(exp(d_y) + r) − d_y with d_y = x_y − m, written
+    `log1p(expm1(d_y) + r) − d_y`. When the label is the maximum (d_y = 0, the only case where
+    the loss is small) this is `log1p(r)`, exact to rounding even for r = 1e-20; no count of
+    ties and no second pass are needed.
+
+    With `keep_exp`, exp(x − m) is written out once, the label's entry is set to 0 in place and
+    r is a plain sum over it; the array is returned for the tangent to scale in place (one exp
+    pass for value and gradient together). Without, r is one fused pass that never writes it.
+    """
+    k = x.shape[-1]
+    if k >= _MAX_FLOAT_INDEX:
+        raise ValueError(
+            f"integer-label cross-entropy: logits of shape {x.shape} have {k} classes; "
+            f"at most {_MAX_FLOAT_INDEX - 1} are supported"
+        )
+    cdt = _checks.compute_dtype(x.dtype)
+    xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
     if mask is not None:
-        xf = jnp.where(mask, xf, -jnp.inf)
         valid = valid & jnp.any(mask, axis=-1)
-    m, _, log_s = max_and_log_sum(xf)
+    m = _row_max(xm).astype(cdt)
+    # A row of -inf (fully masked) has no finite max; shifting by 0 keeps it -inf, not NaN.
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)[..., None]
-    # Gather x_y, then shift: gathering from `d = x − m` would give `d` a second consumer, and
-    # XLA:CPU would then write it out in full instead of fusing it into the exp-sum.
-    d_y = jnp.take_along_axis(xf, y, axis=-1) - m
-    nll = log_s - d_y  # (m + log_s) − x_y, exact when the label is the maximum (d_y = 0)
-    w_y = jnp.ones_like(d_y) if class_w is None else class_w.astype(xf.dtype)[y]
+    d_y = _gather(xm, y).astype(cdt) - m
+    e0 = None
+    if keep_exp:
+        e0 = _set_label(jnp.exp(xm.astype(cdt) - m), y, 0.0)
+        r, _ = row_sums(e0, m, m, lambda e, _m, _t: e)
+    else:
+        r = _sum_exp_off_label(xm, m, y.astype(jnp.float32))
+    log_s = jnp.log1p(jnp.expm1(d_y) + r)  # −inf only for a row that is entirely −inf
+    nll = log_s - d_y
+    xf = xm.astype(cdt)
+    w_y = jnp.ones_like(d_y) if class_w is None else class_w.astype(cdt)[y]
     lse = m + log_s
     c_lab = (1.0 - eps) * w_y
     loss = c_lab * nll
@@ -71,13 +142,9 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     if eps:
         # Class weights as a [1, ..., 1, K] row, so every broadcast against [..., K] is explicit.
         row = (1,) * (xf.ndim - 1) + (k,)
-        cw = jnp.ones(row, xf.dtype) if class_w is None else class_w.astype(xf.dtype).reshape(row)
+        cw = jnp.ones(row, cdt) if class_w is None else class_w.astype(cdt).reshape(row)
         keep = (cw != 0) if mask is None else mask & (cw != 0)
-        n_cls = (
-            jnp.asarray(k, xf.dtype)
-            if mask is None
-            else jnp.sum(mask, -1, keepdims=True, dtype=xf.dtype)
-        )
+        n_cls = jnp.asarray(k, cdt) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=cdt)
         n_cls = jnp.maximum(n_cls, 1)
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
         # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset. The
@@ -102,9 +169,26 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w):
     c_lab = jnp.where(valid, c_lab, 0)
     if smooth is not None:
         smooth = jnp.where(valid, smooth, 0)
-    label_top = (d_y - log_s) > _LOG_DOMINANT
-    stats = (m, log_s, a, c_lab, label_top, smooth)
-    return loss[..., 0], y, stats
+    stats = (m, log_s, a, c_lab, smooth)
+    return loss[..., 0], y, stats, e0
+
+
+def _gather(x: Array, y: Array) -> Array:
+    """x[..., y] for y of shape [..., 1], in x's dtype.
+
+    Read through an optimization barrier: XLA:CPU otherwise shares one converted copy of `x`
+    between the gather and the fused sums and writes it out in full (bf16: +136 ms at
+    4096×32000).
+    """
+    return jnp.take_along_axis(jax.lax.optimization_barrier(x), y, axis=-1)
+
+
+def _set_label(e: Array, y: Array, value: Any) -> Array:
+    """`e` with the label's entry of each row set to `value` (a B-element scatter, in place)."""
+    k = e.shape[-1]
+    flat = e.reshape((-1, k))
+    rows = jnp.arange(flat.shape[0])
+    return flat.at[rows, y.reshape(-1)].set(value, unique_indices=True).reshape(e.shape)
 
 
 def _int_ce_impl(eps, zl, x, labels, valid, mask, class_w):
@@ -114,35 +198,52 @@ def _int_ce_impl(eps, zl, x, labels, valid, mask, class_w):
 _int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0, 1))
 
 
-def _int_tangent(x, mask, y, stats, tx):
-    m, log_s, a, c_lab, label_top, smooth = stats
-    xf = x.astype(a.dtype)
-    if mask is not None:
-        xf = jnp.where(mask, xf, -jnp.inf)
-    d = xf - m
-    x_y = jnp.take_along_axis(xf, y, axis=-1)
-    # The label's entry is found by value, with a margin: where the label dominates, every other
-    # logit is more than log 3 below x_y, so no rounding in a recomputed `xf` can confuse them.
-    top = (xf >= x_y - 0.5) & label_top
-    q = _prob_minus_top(d, log_s, x_y - m, top)
-    # Gradient row: A·p − t. At a dominant label, A·(p_y − 1) + (A − c_lab): a confident correct
-    # row never subtracts two numbers near 1.
-    h = a * q + jnp.where(top, a - c_lab, 0)
+def _int_tangent(x, mask, y, stats, tx, e0=None):
+    """Σ_j g_j·tx_j per row, with g the gradient row A·p − t (z-loss and smoothing folded in).
+
+    Off the label, g_j = A·p_j − s_j (s: the smoothing target), with p_j = exp(d_j)·exp(−log_s);
+    `e0` holds exp(d_j) with the label's entry 0, or is recomputed (bf16/f16 inputs, where
+    rereading the narrow logits is cheaper than keeping a float32 copy). The label's entry is
+    thus kept out of the dense term and added on its own (through a gather, whose transpose is
+    a B-element scatter, or by the exact 0/1 weight `_not_label`):
+    g_y = A·(p_y − 1) + (A − c_y), with p_y − 1 = expm1(d_y − log_s), so a confident
+    correct row never subtracts two numbers near 1.
+    """
+    m, log_s, a, c_lab, smooth = stats
+    cdt = a.dtype
+    xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
+    log_s = finite_log_sum(log_s)
+    d_y = _gather(xm, y).astype(cdt) - m
+    g_y = a * jnp.expm1(d_y - log_s) + (a - c_lab)
+    coef = a * jnp.exp(-log_s)
+    if e0 is None:
+        # The label's entry goes into the same pass, weighted by 1 − off (exactly 0 or 1): a
+        # gather's transpose, a scatter into zeros, would be a second [..., K] buffer here.
+        one = 1.0 + 0.0 * a
+        off = _not_label(x.shape, y.astype(jnp.float32), one=one)
+        h = coef * (jnp.exp(xm.astype(cdt) - m) * off) + g_y * (one - off)
+        if smooth is not None:
+            h = h - smooth
+        return jnp.sum(h * tx.astype(cdt), -1)
+    h = coef * e0
     if smooth is not None:
         h = h - smooth
-    # The rest of the label's target (when it is not the dominant class) is a gather: its
-    # transpose is a B-element scatter-add, not a pass over [B, K].
-    coef = -c_lab * ~label_top
-    txf = tx.astype(a.dtype)
-    return jnp.sum(h * txf, -1) + (coef * jnp.take_along_axis(txf, y, axis=-1))[..., 0]
+    dense = jnp.sum(h * tx.astype(cdt), -1)
+    return dense + (g_y * jnp.take_along_axis(tx, y, axis=-1).astype(cdt))[..., 0]
 
 
 def _int_ce_jvp(eps, zl, primals, tangents):
     x, labels, valid, mask, class_w = primals
     tx = tangents[0]
-    loss, y, stats = _int_forward(eps, zl, x, labels, valid, mask, class_w)
+    keep_exp = jnp.dtype(x.dtype).itemsize >= 4
+    loss, y, stats, e0 = _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp)
     if isinstance(tx, SymbolicZero):
         return loss, jnp.zeros_like(loss)
+    if keep_exp:
+        # exp(x − m) is already written: the backward pass scales it in place (the residual is
+        # that one array, as Optax's).
+        return loss, _int_tangent(x, mask, y, stats, tx, e0)
+    # Narrow logits: the backward pass recomputes exp from them; only per-row numbers are kept.
     return loss, jax.checkpoint(_int_tangent)(x, mask, y, stats, tx)
 
 

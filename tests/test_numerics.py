@@ -231,20 +231,26 @@ def test_residuals_no_more_than_optax(dtype):
     theirs = _residual_bytes(
         lambda x: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(x, y)), x
     )
-    # We keep only per-row scalars beyond the logits themselves; Optax keeps exp(x − max).
-    assert ours <= 64 * 64, ours
-    assert ours < theirs
+    # Optax keeps exp(x − max) in the logits' dtype. For float32 we keep the same array (the
+    # backward pass scales it in place: one exp pass in all); for bf16 only per-row numbers
+    # beyond the logits themselves (the backward pass recomputes exp from the narrow logits).
+    if dtype == jnp.float32:
+        assert 64 * 1000 * 4 <= ours <= theirs, (ours, theirs)
+    else:
+        assert ours <= 64 * 64, ours
+        assert ours < theirs
 
 
 def test_compiled_scratch_is_at_most_one_logits_buffer():
-    # Pins today's compiled footprint: the forward's exact tie-aware sum costs XLA:CPU one
-    # [B, K] scratch buffer (Optax's exp buffer aliases its gradient output instead). The
-    # benchmark suite reports both; this test catches a regression to more copies.
+    # Pins today's compiled footprint: exp(x − m) is written into the gradient's own buffer and
+    # scaled there in place, as Optax's is, so no [B, K] scratch is left. A regression to a
+    # materialised select, broadcast or convert (see the comments in _cross_entropy.py) would
+    # add one.
     x = jnp.zeros((512, 4000), jnp.float32)
     y = jnp.zeros((512,), jnp.int32)
     vg = jax.jit(jax.value_and_grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, y))))
     stats = vg.lower(x).compile().memory_analysis()
-    assert stats.temp_size_in_bytes <= x.size * 4 * 1.05, stats
+    assert stats.temp_size_in_bytes <= x.size * 4 * 0.05, stats
     assert stats.output_size_in_bytes <= x.size * 4 + 64, stats
 
 
