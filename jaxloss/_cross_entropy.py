@@ -95,6 +95,41 @@ def _row_max(x: Array) -> Array:
     return jnp.max(x, axis=-1, keepdims=True, initial=-jnp.inf)
 
 
+def _max_shift(xm: Array, cdt: Any) -> Array:
+    """The row maximum in the compute dtype, [..., 1]; 0 for a row with no finite maximum."""
+    m = _row_max(xm).astype(cdt)
+    # A row of -inf (fully masked) has no finite max; shifting by 0 keeps it -inf, not NaN.
+    return jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
+
+
+# Above this, exp(−log_s) nears float32's smallest normal number (and is flushed to 0 on CPUs).
+_MAX_LABEL_SHIFTED_SUM = 2.0**100
+
+
+def _shift_and_sum(xm: Array, x_y: Array, y: Array, rows: Array, cdt: Any) -> tuple[Array, Array]:
+    """(shift, Σ_{j≠y} exp(x_j − shift)) per row, in one pass over the logits where possible.
+
+    The label's own logit is tried as the shift first: then no max pass is needed, the label's
+    term is exactly 1 and the loss is `log1p(r)`. When some row among `rows` overflows (a logit
+    more than about 69 above its label's, or a −inf/+inf label logit), the whole batch falls back
+    to the row maximum, in a `lax.cond` whose outputs are per-row numbers only. Under `vmap` the
+    cond becomes a select and both branches run.
+    """
+    yf = y.astype(jnp.float32)
+    r = _sum_exp_off_label(xm, x_y, yf)
+    fine = jnp.isfinite(x_y) & (r < _MAX_LABEL_SHIFTED_SUM)  # NaN and inf compare False
+    ok = jnp.all(fine | ~rows[..., None])
+
+    def by_label():
+        return x_y, r
+
+    def by_max():
+        m = _max_shift(xm, cdt)
+        return m, _sum_exp_off_label(xm, m, yf)
+
+    return jax.lax.cond(ok, by_label, by_max)
+
+
 def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
     """Per-example loss and the per-row numbers the tangent needs.
 
@@ -118,18 +153,17 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
     xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
     if mask is not None:
         valid = valid & jnp.any(mask, axis=-1)
-    m = _row_max(xm).astype(cdt)
-    # A row of -inf (fully masked) has no finite max; shifting by 0 keeps it -inf, not NaN.
-    m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)[..., None]
-    d_y = _gather(xm, y).astype(cdt) - m
+    x_y = _gather(xm, y).astype(cdt)
     e0 = None
     if keep_exp:
+        m = _max_shift(xm, cdt)
         e0 = _set_label(jnp.exp(xm.astype(cdt) - m), y, 0.0)
         r, _ = row_sums(e0, m, m, lambda e, _m, _t: e)
     else:
-        r = _sum_exp_off_label(xm, m, y.astype(jnp.float32))
+        m, r = _shift_and_sum(xm, x_y, y, valid & in_range, cdt)
+    d_y = x_y - m
     log_s = jnp.log1p(jnp.expm1(d_y) + r)  # −inf only for a row that is entirely −inf
     nll = log_s - d_y
     xf = xm.astype(cdt)
@@ -477,8 +511,11 @@ def cross_entropy(
 
     Numerics:
         Computed in float32 for bf16/f16 logits; gradient is the hand-derived
-        ``A·softmax(x) − t`` with the true-class ``p_y − 1`` free of cancellation, and only the
-        logits and per-row scalars kept for the backward pass. Out-of-range labels (other than
+        ``A·softmax(x) − t`` with the true-class ``p_y − 1`` free of cancellation. The label
+        is kept out of the row's sum, so the loss ``log1p(Σ_{j≠y} e^{x_j − x_y})`` of a
+        confident correct row is exact to rounding. For float32 logits the backward pass keeps
+        ``exp(x − max)`` (as Optax does) and scales it in place; for bf16/f16 it keeps only
+        per-row scalars and recomputes ``exp`` from the logits. Out-of-range labels (other than
         ``ignore_index``) give NaN.
 
     Examples:

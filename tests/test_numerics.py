@@ -279,3 +279,36 @@ def test_neg_inf_label_logit_has_finite_gradient():
     x = jnp.array([[-jnp.inf, 0.0, 1.0]])
     g = jax.grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, jnp.array([0]))))(x)
     np.testing.assert_allclose(g, ref.softmax(x) - np.eye(3)[[0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("far", [False, True])
+def test_label_shift_and_its_fallback_agree_with_float64(dtype, far):
+    # The forward pass shifts by the label's logit unless some row would overflow (a logit
+    # about 69 or more above its label's); then the whole batch is shifted by the row maximum.
+    # Both branches, in the loss, its gradient and under vmap (where the cond becomes a select).
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 50)) * 4
+    y = rng.integers(0, 50, size=6)
+    if far:
+        x[2, (y[2] + 1) % 50] = x[2, y[2]] + 90.0  # row 2 overflows exp(x − x_y) in float32
+    x[4, y[4]] = x[4].max() + 25.0  # a confident row: loss ≈ 1e-10, kept exactly
+    x = jnp.asarray(x, dtype)
+    x64 = np.asarray(x.astype(jnp.float32), np.float64)
+    # log Σ_j exp(x_j − x_y) = log1p(Σ_{j≠y} ...): float64's own logsumexp − x_y would lose the
+    # confident row's 1e-11 loss to cancellation (2e-4 relative), this form does not.
+    others = np.exp(x64 - x64[np.arange(6), y][:, None])
+    others[np.arange(6), y] = 0.0
+    want = np.log1p(others.sum(-1))
+    got = jaxloss.cross_entropy(x, jnp.asarray(y))
+    np.testing.assert_allclose(got, want, rtol=2e-6)
+    np.testing.assert_allclose(jax.vmap(jaxloss.cross_entropy)(x, jnp.asarray(y)), want, rtol=2e-6)
+    g = jax.grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, jnp.asarray(y))))(x)
+    p = np.exp(x64 - x64.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    p[np.arange(6), y] -= 1.0
+    tol = 1e-6 if dtype == jnp.float32 else 8e-3
+    np.testing.assert_allclose(np.asarray(g, np.float64), p, atol=tol * np.abs(p).max())
+    # The confident row's true-class entry, −r/(1 + r) with r ≈ e^-25·Σ: exact to rounding.
+    if dtype == jnp.float32:
+        np.testing.assert_allclose(float(g[4, y[4]]), p[4, y[4]], rtol=1e-5)
