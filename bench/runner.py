@@ -469,14 +469,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(linear: dict | None, final: bool) -> str:
         # Fractions of the limit use the best limits measured so far in this run.
-        for r in rows:
-            if "median_s" in r:
-                itemsize = 2 if r["dtype"] == "bfloat16" else 4
-                b = limits.bound(
-                    r["mode"], r["batch"], r["classes"], r["hidden"], itemsize, r["dtype"], lim
-                )
-                r.update({k: v for k, v in b.items() if k != "limit_times"})
-                r["frac_limit"] = b["limit_s"] / r["median_s"]
+        limits.apply(rows, lim)
         results = {
             "suite": "quick"
             if args.quick

@@ -101,6 +101,11 @@ def _max_shift(xm: Array, cdt: Any) -> Array:
     return jnp.max(xm, axis=-1, keepdims=True, initial=lowest).astype(cdt)
 
 
+# Up to this many logits the forward pass shifts by the max without trying the label first: a
+# `lax.cond` costs tens of microseconds of dispatch, more than the max pass it saves (measured
+# at 128×10: 51 µs with the cond, Optax 16 µs).
+_SMALL_NO_COND = 2**16
+
 # Above this, exp(−log_s) nears float32's smallest normal number (and is flushed to 0 on CPUs).
 _MAX_LABEL_SHIFTED_SUM = 2.0**100
 
@@ -161,6 +166,9 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
         m = _max_shift(xm, cdt)
         e0 = _set_label(jnp.exp(xm.astype(cdt) - m), y, 0.0)
         r, _ = row_sums(e0, m, m, lambda e, _m, _t: e)
+    elif x.size <= _SMALL_NO_COND:
+        m = _max_shift(xm, cdt)
+        r = _sum_exp_off_label(xm, m, y.astype(jnp.float32))
     else:
         m, r = _shift_and_sum(xm, x_y, y, valid & in_range, cdt)
     d_y = x_y - m
@@ -231,7 +239,10 @@ def _set_label(e: Array, y: Array, value: Any) -> Array:
 
 
 def _int_ce_impl(eps, zl, x, labels, valid, mask, class_w):
-    return _int_forward(eps, zl, x, labels, valid, mask, class_w)[0]
+    # Mid-sized logits: writing exp(x − m) in cache and summing it beats the fused pass, whose
+    # label weight costs more arithmetic (1024×1000 f32: 0.54 vs 0.62 ms; Optax 0.48).
+    keep = _SMALL_NO_COND < x.size <= _NARROW_KEEP_EXP_MAX
+    return _int_forward(eps, zl, x, labels, valid, mask, class_w, keep)[0]
 
 
 _int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0, 1))

@@ -283,16 +283,20 @@ def test_neg_inf_label_logit_has_finite_gradient():
     np.testing.assert_allclose(g, ref.softmax(x) - np.eye(3)[[0]], atol=1e-7)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, "bf16-recompute"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("far", [False, True])
-def test_label_shift_and_its_fallback_agree_with_float64(dtype, far, monkeypatch):
-    # The forward pass shifts by the label's logit unless some row would overflow (a logit
-    # about 69 or more above its label's); then the whole batch is shifted by the row maximum.
-    # Both branches, in the loss, its gradient and under vmap (where the cond becomes a select);
-    # for bf16 both gradient paths (exp kept in float32 for small inputs, else recomputed).
-    if dtype == "bf16-recompute":
+@pytest.mark.parametrize("size", ["small", "mid", "large"])
+def test_label_shift_and_its_fallback_agree_with_float64(dtype, far, size, monkeypatch):
+    # The code paths chosen by the logits' size, forced here by moving the thresholds: small,
+    # max shift and one fused sum; mid, exp(x − m) written and summed (also the gradient's path
+    # for float32, and for bf16 up to 2^22 elements); large, the forward pass shifts by the
+    # label's logit unless some row would overflow (a logit about 69 or more above its label's),
+    # then by the row maximum, and the bf16 gradient recomputes exp. Checked in the loss, its
+    # gradient and under vmap (where the cond becomes a select).
+    if size != "small":
+        monkeypatch.setattr(jaxloss._cross_entropy, "_SMALL_NO_COND", 0)
+    if size == "large":
         monkeypatch.setattr(jaxloss._cross_entropy, "_NARROW_KEEP_EXP_MAX", 0)
-        dtype = jnp.bfloat16
     rng = np.random.default_rng(3)
     x = rng.normal(size=(6, 50)) * 4
     y = rng.integers(0, 50, size=6)
