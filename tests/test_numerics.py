@@ -288,11 +288,11 @@ def test_neg_inf_label_logit_has_finite_gradient():
 @pytest.mark.parametrize("size", ["small", "mid", "large"])
 def test_label_shift_and_its_fallback_agree_with_float64(dtype, far, size, monkeypatch):
     # The code paths chosen by the logits' size, forced here by moving the thresholds: small,
-    # max shift and one fused sum; mid, exp(x − m) written and summed (also the gradient's path
-    # for float32, and for bf16 up to 2^22 elements); large, the forward pass shifts by the
-    # label's logit unless some row would overflow (a logit about 69 or more above its label's),
-    # then by the row maximum, and the bf16 gradient recomputes exp. Checked in the loss, its
-    # gradient and under vmap (where the cond becomes a select).
+    # the forward pass shifts by the max; mid and large, by the label's logit unless some row
+    # would overflow (a logit about 69 or more above its label's), then by the row maximum. The
+    # gradient writes exp(x − m) once for float32 and for bf16 up to 2^22 elements (small, mid)
+    # and recomputes it for larger bf16 (large). Checked in the loss, its gradient and under
+    # vmap (where the cond becomes a select).
     if size != "small":
         monkeypatch.setattr(jaxloss._cross_entropy, "_SMALL_NO_COND", 0)
     if size == "large":
