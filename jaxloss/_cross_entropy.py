@@ -11,9 +11,11 @@ entry is `A·expm1(d_y − log_s) + (A − c_y)`. Both are exact to rounding whe
 almost all the mass (r ≪ 1e-7), where `log(Σ exp)` and `p_y − 1` would lose every digit, and
 no tie count or dominance test is needed. For float32 (and wider) logits the rule writes
 exp(x − m) once, sets the label's entry to 0 in place, sums it, and the backward pass scales
-that same buffer in place: one exp pass and Optax's memory traffic. For bf16/f16 logits the
-tangent is `jax.checkpoint`ed instead and recomputes exp from the narrow logits, which moves
-fewer bytes than a float32 residual. Forward-only calls make one fused pass after the max.
+that same buffer in place: one exp pass and Optax's memory traffic; so do bf16/f16 logits of
+up to 2^22 elements. For larger bf16/f16 logits the tangent is `jax.checkpoint`ed instead and
+recomputes exp from the narrow logits, which moves fewer bytes than a float32 residual.
+Forward-only calls shift by the label's own logit (one fused pass over the logits, no max),
+falling back to the maximum when a row would overflow.
 
 Dense targets use the shared exact log-sum-exp (`_softmax.max_and_log_sum`); there, when one
 class holds more than 3/4 of the mass, its `p − 1` is `expm1(d − log_s)`.
@@ -138,11 +140,11 @@ def _shift_and_sum(xm: Array, x_y: Array, y: Array, rows: Array, cdt: Any) -> tu
 def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
     """Per-example loss and the per-row numbers the tangent needs.
 
-    The row is shifted by its maximum m, and the label is kept out of the sum:
-    r = Σ_{j≠y} exp(x_j − m), so the loss is log(exp(d_y) + r) − d_y with d_y = x_y − m, written
-    `log1p(expm1(d_y) + r) − d_y`. When the label is the maximum (d_y = 0, the only case where
-    the loss is small) this is `log1p(r)`, exact to rounding even for r = 1e-20; no count of
-    ties and no second pass are needed.
+    The row is shifted by m (the row maximum, or the label's own logit, see `_shift_and_sum`),
+    and the label is kept out of the sum: r = Σ_{j≠y} exp(x_j − m), so the loss is
+    log(exp(d_y) + r) − d_y with d_y = x_y − m, written `log1p(expm1(d_y) + r) − d_y`. When the
+    label is the shift (d_y = 0, always the case when the loss is small) this is `log1p(r)`,
+    exact to rounding even for r = 1e-20; no count of ties and no second pass are needed.
 
     With `keep_exp`, exp(x − m) is written out once, the label's entry is set to 0 in place and
     r is a plain sum over it; the array is returned for the tangent to scale in place (one exp
@@ -249,10 +251,10 @@ def _int_tangent(x, mask, y, stats, tx, e0=None):
     """Σ_j g_j·tx_j per row, with g the gradient row A·p − t (z-loss and smoothing folded in).
 
     Off the label, g_j = A·p_j − t_j (t: the smoothing target), with p_j = exp(d_j)/s, s the sum;
-    `e0` holds exp(d_j) with the label's entry 0, or is recomputed (bf16/f16 inputs, where
-    rereading the narrow logits is cheaper than keeping a float32 copy). The label's entry is
-    thus kept out of the dense term and added on its own (through a gather, whose transpose is
-    a B-element scatter, or by the exact 0/1 weight `_not_label`):
+    `e0` holds exp(d_j) with the label's entry 0, or is recomputed (bf16/f16 inputs above
+    2^22 elements, where rereading the narrow logits is cheaper than a float32 copy). The
+    label's entry is thus kept out of the dense term and added on its own (through a gather,
+    whose transpose is a B-element scatter, or by the exact 0/1 weight `_not_label`):
     g_y = A·(p_y − 1) + (A − c_y), with p_y − 1 = expm1(d_y − log_s) when p_y > 1/2, so a
     confident correct row never subtracts two numbers near 1.
     """
@@ -538,9 +540,9 @@ def cross_entropy(
         ``A·softmax(x) − t`` with the true-class ``p_y − 1`` free of cancellation. The label
         is kept out of the row's sum, so the loss ``log1p(Σ_{j≠y} e^{x_j − x_y})`` of a
         confident correct row is exact to rounding. For float32 logits the backward pass keeps
-        ``exp(x − max)`` (as Optax does) and scales it in place; for bf16/f16 it keeps only
-        per-row scalars and recomputes ``exp`` from the logits. Out-of-range labels (other than
-        ``ignore_index``) give NaN.
+        ``exp(x − max)`` (as Optax does) and scales it in place; for bf16/f16 logits of more
+        than 2^22 elements it keeps only per-row scalars and recomputes ``exp`` from them.
+        Out-of-range labels (other than ``ignore_index``) give NaN.
 
     Examples:
         >>> import jax.numpy as jnp
