@@ -13,7 +13,6 @@ so `x * 2` runs far below the memory bandwidth; with tcmalloc (`LD_PRELOAD`) it 
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +21,8 @@ import optax
 
 import jaxloss
 from bench import shapes as shape_table
+from bench.impls import Prepared
+from bench.runner import interleave
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,14 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             "write x*2": jax.jit(lambda x: x * 2.0),
             "read max": jax.jit(lambda x: jnp.max(x, axis=-1)),
         }
-        for f in fns.values():
-            jax.block_until_ready(f(x))
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(args.rounds):
-            for name, f in fns.items():
-                start = time.perf_counter()
-                jax.block_until_ready(f(x))
-                times[name].append(time.perf_counter() - start)
+        prepared = [
+            Prepared(name, lambda f=f, x=x: jax.block_until_ready(f(x))) for name, f in fns.items()
+        ]
+        times = interleave(prepared, args.rounds, args.rounds, float("inf"))["times"]
         med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
         cells = "  ".join(f"{k} {v:.1f} ms" for k, v in med.items())
         print(
