@@ -151,11 +151,6 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
     pass for value and gradient together). Without, r is one fused pass that never writes it.
     """
     k = x.shape[-1]
-    if k >= _MAX_FLOAT_INDEX:
-        raise ValueError(
-            f"integer-label cross-entropy: logits of shape {x.shape} have {k} classes; "
-            f"at most {_MAX_FLOAT_INDEX - 1} are supported"
-        )
     cdt = _checks.compute_dtype(x.dtype)
     xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
     if mask is not None:
@@ -176,7 +171,6 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
     d_y = x_y - m
     log_s = jnp.log1p(jnp.expm1(d_y) + r)  # −inf only for a row that is entirely −inf
     nll = log_s - d_y
-    xf = xm.astype(cdt)
     w_y = jnp.ones_like(d_y) if class_w is None else class_w.astype(cdt)[y]
     lse = m + log_s
     c_lab = (1.0 - eps) * w_y
@@ -184,6 +178,7 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
     a = c_lab
     smooth = None
     if eps:
+        xf = xm.astype(cdt)
         # Class weights as a [1, ..., 1, K] row, so every broadcast against [..., K] is explicit.
         row = (1,) * (xf.ndim - 1) + (k,)
         cw = jnp.ones(row, cdt) if class_w is None else class_w.astype(cdt).reshape(row)
@@ -218,7 +213,7 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
     # A fully masked row has s = 0 and A = 0; 1 keeps its gradient 0, not 0/0.
     s_row = jnp.exp(d_y) + r
     s_row = jnp.where(s_row > 0, s_row, jnp.ones_like(s_row))
-    stats = (m, log_s, s_row, a, c_lab, smooth)
+    stats = (m, d_y, log_s, s_row, a, c_lab, smooth)
     return loss[..., 0], y, stats, e0
 
 
@@ -258,11 +253,10 @@ def _int_tangent(x, mask, y, stats, tx, e0=None):
     g_y = A·(p_y − 1) + (A − c_y), with p_y − 1 = expm1(d_y − log_s) when p_y > 1/2, so a
     confident correct row never subtracts two numbers near 1.
     """
-    m, log_s, s_row, a, c_lab, smooth = stats
+    m, d_y, log_s, s_row, a, c_lab, smooth = stats
     cdt = a.dtype
     xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
     log_s = finite_log_sum(log_s)
-    d_y = _gather(xm, y).astype(cdt) - m
     # p_y − 1: by expm1 where p_y is near 1 (no cancellation), by one subtraction elsewhere
     # (a single rounding, where expm1 would add the rounding of d_y − log_s).
     p_y = jnp.exp(d_y) / s_row
@@ -565,6 +559,11 @@ def cross_entropy(
         logits, labels, axis, where, fn, check_labels, ignore_index
     )
     k = x.shape[-1]
+    if k >= _MAX_FLOAT_INDEX:
+        raise ValueError(
+            f"{fn}: logits of shape {np.shape(logits)} have {k} classes; at most "
+            f"{_MAX_FLOAT_INDEX - 1} are supported (labels index a float32 iota)."
+        )
     class_weights = _class_weights(class_weights, k, "logits", np.shape(logits), fn)
     if logit_softcap is not None:
         cap = _static_float(logit_softcap, "logit_softcap", fn)
