@@ -131,6 +131,12 @@ def split_where(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, An
         ) from None
 
 
+def take(table: jax.Array, idx: jax.Array) -> jax.Array:
+    """`table[idx]` for a small replicated table, sharded like `idx` (an Explicit mesh cannot
+    infer the gather's output sharding by itself)."""
+    return table.at[idx].get(out_sharding=jax.typeof(idx).sharding)
+
+
 def compute_dtype(dtype: Any) -> Any:
     """The dtype we compute in: at least float32, so bf16/f16 inputs are computed in f32."""
     return jnp.promote_types(dtype, jnp.float32)

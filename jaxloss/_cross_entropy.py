@@ -1,21 +1,20 @@
 """Softmax cross-entropy with a hand-derived gradient, and negative log-likelihood.
 
 The gradient of cross-entropy with respect to the logits is `A·softmax(x) − t` per row, where
-`t` is the (weighted, smoothed) target and `A = Σ_j t_j` (plus the z-loss term `2·z·lse`). We
-state it as a `custom_jvp` rule, whose tangent map is linear, so forward mode (`jvp`, `jacfwd`,
+`t` is the (weighted, smoothed) target and `A = Σ_j t_j` (plus the z-loss term `2·λ_z·lse`). It
+is stated as a `custom_jvp` rule, whose tangent map is linear, so forward mode (`jvp`, `jacfwd`,
 `hessian`) works and reverse mode is its transpose.
 
-Integer labels (the hot path) keep the label out of the row's sum: with m the row maximum,
-r = Σ_{j≠y} exp(x_j − m), the loss is `log1p(expm1(d_y) + r) − d_y` and the label's gradient
-entry is `A·expm1(d_y − log_s) + (A − c_y)`. Both are exact to rounding when the label holds
-almost all the mass (r ≪ 1e-7), where `log(Σ exp)` and `p_y − 1` would lose every digit, and
-no tie count or dominance test is needed. For float32 (and wider) logits the rule writes
-exp(x − m) once, sets the label's entry to 0 in place, sums it, and the backward pass scales
-that same buffer in place: one exp pass and Optax's memory traffic; so do bf16/f16 logits of
-up to 2^22 elements. For larger bf16/f16 logits the tangent is `jax.checkpoint`ed instead and
-recomputes exp from the narrow logits, which moves fewer bytes than a float32 residual.
-Forward-only calls shift by the label's own logit (one fused pass over the logits, no max),
-falling back to the maximum when a row would overflow.
+Integer labels keep the label out of the row's sum: with m the row maximum and
+r = Σ_{j≠y} exp(x_j − m), the loss is `log1p(expm1(d_y) + r) − d_y` (d_y = x_y − m) and the
+label's gradient entry is `A·(p_y − 1) + (A − c_y)`, with `p_y − 1 = expm1(d_y − log_s)` when
+p_y > 1/2. Both are exact to rounding when the label holds almost all the mass, where
+`log Σ exp` and `p_y − 1` would lose every digit. The portable kernel reads the logits once for
+the loss (one variadic reduction over the row with the label's entry masked out, plus a gather
+of the label's logit) and once more for the gradient, which it writes: the tangent is
+`jax.checkpoint`ed, so only per-row numbers are kept. XLA:CPU runs its own kernel
+(`_xla_cpu.label_stats`); the options (smoothing, class weights, z-loss, masks) are applied to
+the per-row numbers by the same code for both.
 
 Dense targets use the shared exact log-sum-exp (`_softmax.max_and_log_sum`); there, when one
 class holds more than 3/4 of the mass, its `p − 1` is `expm1(d − log_s)`.
@@ -23,132 +22,50 @@ class holds more than 3/4 of the mass, its `p − 1` is `expm1(d − log_s)`.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array
+from jax import Array, lax
 from jax.custom_derivatives import SymbolicZero
 
-from jaxloss import _checks
-from jaxloss._softmax import _sub_rows, finite_log_sum, max_and_log_sum, row_sums
+from jaxloss import _checks, _impl, _xla_cpu
+from jaxloss._softmax import finite_log_sum, max_and_log_sum, shift_and_log_sum
 
-# A class "dominates" its row when its probability exceeds 3/4: only then can p − 1 cancel, and
-# every other logit is then at least log 3 below it, far outside any rounding difference.
+# A class "dominates" its row when its probability exceeds 3/4: only then can p − 1 cancel.
 _LOG_DOMINANT = math.log(0.75)
 
-
-def _prob_minus_top(d: Array, log_s: Array, d_top: Array, top: Array) -> Array:
-    """`p_j − [top_j]`, exact both for small `p_j` and for `p_j` near 1.
-
-    `top` marks the dominant entry (probability above 1/2) of rows that have one, and `d_top`
-    [B, 1] is that entry's `d` (0 in value). Taking `expm1(d_top − log_s)` per row rather than per
-    element keeps the extra transcendental off the [B, K] pass, and passing `d_top` (rather than
-    the constant 0) keeps its derivative, for second-order autodiff.
-    """
-    log_s = finite_log_sum(log_s)
-    return jnp.where(top, jnp.expm1(d_top - log_s), jnp.exp(d - log_s))
-
-
 # ---------------------------------------------------------------------------------------------
-# Integer labels.
-
-# Labels index a float32 iota in the fused passes (see `_not_label`), exact below 2^24 classes.
-_MAX_FLOAT_INDEX = 2**24
+# Integer labels: the per-row numbers (kernels), then the options, then the gradient.
 
 
-def _not_label(shape: tuple, y: Array, offset: Array | int = 0, one: Array | float = 1.0) -> Array:
-    """1.0 off the label's column and 0.0 on it, as `min(|j − y|, 1)` over column indices `j`.
+def _label_out_stats(xm: Array, y: Array, rows: Array) -> tuple[Array, Array, Array, None]:
+    """(m, x_y, r, None): the shift, the label's logit, r = Σ_{j≠y} exp(x_j − m). One read.
 
-    `y` is the label as a float32 [..., 1]; `offset` is added to the iota (the first column of a
-    row piece). Arithmetic rather than `j == y` and a `select`: XLA:CPU fuses an arithmetic
-    producer into a reduction but writes a `select` producer out in full (measured: 205 ms vs
-    68 ms for the exp-sum over 4096×32000). `one` is 1, passed as a per-row array by the
-    tangent: a broadcast constant shared by two fusions is written out in full by XLA:CPU.
+    The row with the label's entry set to −inf goes through the one-pass log-sum-exp; the
+    gathered label logit is folded in per row.
     """
-    j = jax.lax.broadcasted_iota(jnp.float32, shape, len(shape) - 1) + offset
-    return jnp.minimum(jnp.abs(j - y), one)
+    del rows  # the portable kernel has no batch-wide fallback
+    cdt = _checks.compute_dtype(xm.dtype)
+    # Gather and mask in the logits' own dtype: a converted copy shared by the two would be
+    # written out in full (bf16 on TPU: +4×B bytes and a float32 [B, K] scratch).
+    x_y = jnp.take_along_axis(xm, y, axis=-1).astype(cdt)
+    j = lax.broadcasted_iota(y.dtype, xm.shape, xm.ndim - 1)
+    m_o, log_s_o = shift_and_log_sum(jnp.where(j == y, -jnp.inf, xm))
+    m = jnp.maximum(m_o, x_y)
+    s_o = jnp.exp(log_s_o)  # Σ_{j≠y} exp(x_j − m_o)
+    r = jnp.where(s_o == 0, jnp.zeros_like(s_o), s_o * jnp.exp(m_o - m))
+    return jnp.where(m == -jnp.inf, jnp.zeros_like(m), m), x_y, r, None
 
 
-def _sum_exp_off_label(x: Array, m: Array, y: Array) -> Array:
-    """Σ_{j ≠ y} exp(x_j − m) per row in m's dtype, [..., 1]; long rows are cut into pieces.
+def _int_rows(eps, zl, x, labels, valid, mask, class_w, stats_fn):
+    """Per-example loss and the per-row numbers the tangent needs, from a kernel's statistics.
 
-    `x` comes in its own dtype; the cut goes through an optimization barrier, so the fusion
-    reads a plain [N·G, K/G] array (a reshape inside the fusion made the bf16 sum 5× slower on
-    XLA:CPU: 471 ms vs 76 ms at 2048×131072).
-    """
-    k = x.shape[-1]
-    g = _sub_rows(k)
-    if g == 1:
-        return jnp.sum(jnp.exp(x.astype(m.dtype) - m) * _not_label(x.shape, y), -1, keepdims=True)
-    lead, piece = x.shape[:-1], k // g
-    xs = jax.lax.optimization_barrier(x.reshape((-1, piece))).astype(m.dtype)
-    ms = jnp.repeat(m.reshape((-1, 1)), g, axis=0)
-    ys = jnp.repeat(y.reshape((-1, 1)), g, axis=0)
-    starts = jnp.tile(jnp.arange(g, dtype=jnp.float32) * piece, xs.shape[0] // g)[:, None]
-    total = jnp.sum(jnp.exp(xs - ms) * _not_label(xs.shape, ys, starts), -1)
-    return total.reshape((*lead, g)).sum(-1, keepdims=True)
-
-
-def _max_shift(xm: Array, cdt: Any) -> Array:
-    """The row maximum in the compute dtype, [..., 1]; the dtype's lowest finite number for a
-    row with no finite maximum (a fully masked row), so `x − m` stays −inf there, not NaN.
-
-    The reduction starts from that number rather than being fixed up with a `where`: XLA fuses
-    the fix-up into every consumer's element loop (the exp pass at 1024×1000 ran 2× slower).
-    """
-    lowest = jnp.finfo(xm.dtype).min
-    return jnp.max(xm, axis=-1, keepdims=True, initial=lowest).astype(cdt)
-
-
-# Up to this many logits the forward pass shifts by the max without trying the label first: a
-# `lax.cond` costs tens of microseconds of dispatch, more than the max pass it saves (measured
-# at 128×10: 51 µs with the cond, Optax 16 µs).
-_SMALL_NO_COND = 2**16
-
-# Above this, exp(−log_s) nears float32's smallest normal number (and is flushed to 0 on CPUs).
-_MAX_LABEL_SHIFTED_SUM = 2.0**100
-
-
-def _shift_and_sum(xm: Array, x_y: Array, y: Array, rows: Array, cdt: Any) -> tuple[Array, Array]:
-    """(shift, Σ_{j≠y} exp(x_j − shift)) per row, in one pass over the logits where possible.
-
-    The label's own logit is tried as the shift first: then no max pass is needed, the label's
-    term is exactly 1 and the loss is `log1p(r)`. When some row among `rows` overflows (a logit
-    more than about 69 above its label's, or any −inf/+inf label logit), the whole batch falls back
-    to the row maximum, in a `lax.cond` whose outputs are per-row numbers only. Under `vmap` the
-    cond becomes a select and both branches run.
-    """
-    yf = y.astype(jnp.float32)
-    r = _sum_exp_off_label(xm, x_y, yf)
-    # Every row needs a finite shift (a NaN would reach the gradient through 0·NaN, even where
-    # the row is ignored); only the rows in use need a sum that fits (NaN compares False).
-    ok = jnp.all(jnp.isfinite(x_y)) & jnp.all((r < _MAX_LABEL_SHIFTED_SUM) | ~rows[..., None])
-
-    def by_label():
-        return x_y, r
-
-    def by_max():
-        m = _max_shift(xm, cdt)
-        return m, _sum_exp_off_label(xm, m, yf)
-
-    return jax.lax.cond(ok, by_label, by_max)
-
-
-def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
-    """Per-example loss and the per-row numbers the tangent needs.
-
-    The row is shifted by m (the row maximum, or the label's own logit, see `_shift_and_sum`),
-    and the label is kept out of the sum: r = Σ_{j≠y} exp(x_j − m), so the loss is
-    log(exp(d_y) + r) − d_y with d_y = x_y − m, written `log1p(expm1(d_y) + r) − d_y`. When the
-    label is the shift (d_y = 0, always the case when the loss is small) this is `log1p(r)`,
-    exact to rounding even for r = 1e-20; no count of ties and no second pass are needed.
-
-    With `keep_exp`, exp(x − m) is written out once, the label's entry is set to 0 in place and
-    r is a plain sum over it; the array is returned for the tangent to scale in place (one exp
-    pass for value and gradient together). Without, r is one fused pass that never writes it.
+    `stats_fn(xm, y, rows)` returns (m, x_y, r, e0) as `_label_out_stats` does (e0: a kernel's
+    own residual, or None). The rest, the options included, is the same for every kernel.
     """
     k = x.shape[-1]
     cdt = _checks.compute_dtype(x.dtype)
@@ -157,22 +74,11 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
         valid = valid & jnp.any(mask, axis=-1)
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)[..., None]
-    x_y = _gather(xm, y).astype(cdt)
-    e0 = None
-    if keep_exp:
-        m = _max_shift(xm, cdt)
-        e0 = _set_label(jnp.exp(xm.astype(cdt) - m), y, 0.0)
-        r, _ = row_sums(e0, m, m, lambda e, _m, _t: e)
-    elif x.size <= _SMALL_NO_COND:
-        m = _max_shift(xm, cdt)
-        r = _sum_exp_off_label(xm, m, y.astype(jnp.float32))
-    else:
-        m, r = _shift_and_sum(xm, x_y, y, valid & in_range, cdt)
+    m, x_y, r, e0 = stats_fn(xm, y, valid & in_range)
     d_y = x_y - m
     log_s = jnp.log1p(jnp.expm1(d_y) + r)  # −inf only for a row that is entirely −inf
     nll = log_s - d_y
-    w_y = jnp.ones_like(d_y) if class_w is None else class_w.astype(cdt)[y]
-    lse = m + log_s
+    w_y = jnp.ones_like(d_y) if class_w is None else _checks.take(class_w.astype(cdt), y)
     c_lab = (1.0 - eps) * w_y
     loss = c_lab * nll
     a = c_lab
@@ -186,119 +92,125 @@ def _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp=False):
         n_cls = jnp.asarray(k, cdt) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=cdt)
         n_cls = jnp.maximum(n_cls, 1)
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
-        # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset. The
-        # shift goes by a fresh name (`m + 0·log_s`) so this sum fuses with its own producer.
-        m_fresh = m + 0.0 * log_s
-        if mask is None and class_w is None:
-            # Arithmetic only: fused, no [B, K] buffer, long rows cut into pieces.
-            wd, _ = row_sums(xf, m_fresh, m_fresh, lambda x, m, _: x - m)
-        else:
-            wd = jnp.sum(jnp.where(keep, cw * (xf - m_fresh), 0), -1, keepdims=True)
+        # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset.
+        wd = jnp.sum(jnp.where(keep, cw * (xf - m), 0), -1, keepdims=True)
         loss = loss + (eps / n_cls) * (w_tot * log_s - wd)
         a = a + eps * w_tot / n_cls
         smooth = jnp.where(keep, (eps / n_cls) * cw, 0)
     if zl:
+        lse = m + log_s
         loss = loss + zl * lse**2
         a = a + 2 * zl * lse
-    valid = valid[..., None]
-    bad = valid & ~in_range[..., None]
+    live = valid[..., None]
+    bad = live & ~in_range[..., None]
     nan = jnp.full_like(loss, jnp.nan)
-    loss = jnp.where(bad, nan, jnp.where(valid, loss, 0))
-    a = jnp.where(bad, nan, jnp.where(valid, a, 0))
-    c_lab = jnp.where(valid, c_lab, 0)
-    if smooth is not None:
-        smooth = jnp.where(valid, smooth, 0)
-    # The row's sum Σ_j exp(x_j − m), label included, for p_j = exp(x_j − m)/s in the tangent: one
-    # division, where exp(−log_s) would add log_s's rounding (relative ulp·|log_s|) to every p_j.
-    # A fully masked row has s = 0 and A = 0; 1 keeps its gradient 0, not 0/0.
+    loss = jnp.where(bad, nan, jnp.where(live, loss, 0))
+    a = jnp.where(bad, nan, jnp.where(live, a, 0))
+    c_lab = jnp.where(live, c_lab, 0)
+    # The row's sum Σ_j exp(x_j − m), label included, for p_j = exp(x_j − m)/s: one division,
+    # where exp(−log_s) would add log_s's rounding to every p_j. A fully masked row has s = 0 and
+    # A = 0; 1 keeps its gradient 0, not 0/0.
     s_row = jnp.exp(d_y) + r
     s_row = jnp.where(s_row > 0, s_row, jnp.ones_like(s_row))
-    stats = (m, d_y, log_s, s_row, a, c_lab, smooth)
-    return loss[..., 0], y, stats, e0
+    # p_y − 1: by expm1 where p_y is near 1 (no cancellation), by one subtraction elsewhere.
+    p_y = jnp.exp(d_y) / s_row
+    g_y = a * jnp.where(p_y > 0.5, jnp.expm1(d_y - finite_log_sum(log_s)), p_y - 1.0)
+    g_y = jnp.where(live | bad, g_y + (a - c_lab), 0)
+    coef = jnp.where(live | bad, a / s_row, 0)
+    rows = (xm, y, m, coef, g_y, smooth, live | bad)
+    return loss[..., 0], rows, e0
 
 
-def _gather(x: Array, y: Array) -> Array:
-    """x[..., y] for y of shape [..., 1], in x's dtype.
-
-    Read through an optimization barrier: XLA:CPU otherwise shares one converted copy of `x`
-    between the gather and the fused sums and writes it out in full (bf16: +136 ms at
-    4096×32000).
-    """
-    return jnp.take_along_axis(jax.lax.optimization_barrier(x), y, axis=-1)
+def _finish_tangent(h: Array, smooth: Array | None, use: Array, tx: Array) -> Array:
+    """Σ_j g_j·tx_j with g = h − smooth, 0 on rows not in use (even where their logits are NaN)."""
+    if smooth is not None:
+        h = h - smooth
+    h = jnp.where(use, h, jnp.zeros_like(h))
+    return jnp.sum(h * tx.astype(h.dtype), -1)
 
 
-def _set_label(e: Array, y: Array, value: Any) -> Array:
-    """`e` with the label's entry of each row set to `value` (a B-element scatter, in place)."""
-    k = e.shape[-1]
-    flat = e.reshape((-1, k))
-    rows = jnp.arange(flat.shape[0])
-    return flat.at[rows, y.reshape(-1)].set(value, unique_indices=True).reshape(e.shape)
+def _portable_tangent(rows, tx):
+    xm, y, m, coef, g_y, smooth, use = rows
+    j = lax.broadcasted_iota(y.dtype, xm.shape, xm.ndim - 1)
+    h = jnp.where(j == y, g_y, coef * jnp.exp(xm.astype(coef.dtype) - m))
+    return _finish_tangent(h, smooth, use, tx)
+
+
+def _portable_fwd(eps, zl, x, labels, valid, mask, class_w):
+    return _int_rows(eps, zl, x, labels, valid, mask, class_w, _label_out_stats)[0]
+
+
+def _portable_jvp(eps, zl, x, labels, valid, mask, class_w, tx):
+    loss, rows, _ = _int_rows(eps, zl, x, labels, valid, mask, class_w, _label_out_stats)
+    # Checkpointed: the backward pass recomputes exp from the logits; only per-row numbers are
+    # kept, and the logits are read once more and the gradient written once.
+    return loss, jax.checkpoint(_portable_tangent)(rows, tx)
+
+
+def _cpu_kernel(cfg, x, keep_exp):
+    if x.shape[-1] >= cfg.max_float_index:  # the float32 label iota would not be exact
+        return _label_out_stats
+    return lambda xm, y, rows: _xla_cpu.label_stats(cfg, xm, y, rows, keep_exp)
+
+
+def _cpu_fwd(eps, zl, cfg, x, labels, valid, mask, class_w):
+    kernel = _cpu_kernel(cfg, x, False)
+    return _int_rows(eps, zl, x, labels, valid, mask, class_w, kernel)[0]
+
+
+def _cpu_recompute_tangent(rows, tx):
+    xm, y, m, coef, g_y, smooth, use = rows
+    return _finish_tangent(_xla_cpu.label_tangent(xm, y, m, coef, g_y), smooth, use, tx)
+
+
+def _cpu_jvp(eps, zl, cfg, x, labels, valid, mask, class_w, tx):
+    keep_exp = _xla_cpu.keeps_exp(cfg, x)
+    kernel = _cpu_kernel(cfg, x, keep_exp)
+    loss, rows, e0 = _int_rows(eps, zl, x, labels, valid, mask, class_w, kernel)
+    if kernel is _label_out_stats:
+        return loss, jax.checkpoint(_portable_tangent)(rows, tx)
+    if e0 is None:
+        # Large narrow logits: recompute exp from them; only per-row numbers are kept.
+        return loss, jax.checkpoint(_cpu_recompute_tangent)(rows, tx)
+    _, y, _, coef, g_y, smooth, use = rows
+    # exp(x − m) is already written: the backward pass scales it in place (one exp pass, the
+    # residual Optax keeps too); the label's entry is a gather of the tangent.
+    dense = _finish_tangent(coef * e0, smooth, use, tx)
+    tx_y = jnp.take_along_axis(tx, y, axis=-1).astype(g_y.dtype)
+    return loss, dense + jnp.where(use, g_y * tx_y, 0)[..., 0]
 
 
 def _int_ce_impl(eps, zl, x, labels, valid, mask, class_w):
-    return _int_forward(eps, zl, x, labels, valid, mask, class_w)[0]
+    return _impl.dispatch(
+        functools.partial(_portable_fwd, eps, zl),
+        functools.partial(_cpu_fwd, eps, zl),
+        x,
+        labels,
+        valid,
+        mask,
+        class_w,
+    )
 
 
 _int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0, 1))
 
 
-def _int_tangent(x, mask, y, stats, tx, e0=None):
-    """Σ_j g_j·tx_j per row, with g the gradient row A·p − t (z-loss and smoothing folded in).
-
-    Off the label, g_j = A·p_j − t_j (t: the smoothing target), with p_j = exp(d_j)/s, s the sum;
-    `e0` holds exp(d_j) with the label's entry 0, or is recomputed (bf16/f16 inputs above
-    2^22 elements, where rereading the narrow logits is cheaper than a float32 copy). The
-    label's entry is thus kept out of the dense term and added on its own (through a gather,
-    whose transpose is a B-element scatter, or by the exact 0/1 weight `_not_label`):
-    g_y = A·(p_y − 1) + (A − c_y), with p_y − 1 = expm1(d_y − log_s) when p_y > 1/2, so a
-    confident correct row never subtracts two numbers near 1.
-    """
-    m, d_y, log_s, s_row, a, c_lab, smooth = stats
-    cdt = a.dtype
-    xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
-    log_s = finite_log_sum(log_s)
-    # p_y − 1: by expm1 where p_y is near 1 (no cancellation), by one subtraction elsewhere
-    # (a single rounding, where expm1 would add the rounding of d_y − log_s).
-    p_y = jnp.exp(d_y) / s_row
-    g_y = a * jnp.where(p_y > 0.5, jnp.expm1(d_y - log_s), p_y - 1.0) + (a - c_lab)
-    coef = a / s_row
-    if e0 is None:
-        # The label's entry goes into the same pass, weighted by 1 − off (exactly 0 or 1): a
-        # gather's transpose, a scatter into zeros, would be a second [..., K] buffer here.
-        one = 1.0 + 0.0 * a
-        off = _not_label(x.shape, y.astype(jnp.float32), one=one)
-        h = coef * (jnp.exp(xm.astype(cdt) - m) * off) + g_y * (one - off)
-        if smooth is not None:
-            h = h - smooth
-        return jnp.sum(h * tx.astype(cdt), -1)
-    h = coef * e0
-    if smooth is not None:
-        h = h - smooth
-    dense = jnp.sum(h * tx.astype(cdt), -1)
-    return dense + (g_y * jnp.take_along_axis(tx, y, axis=-1).astype(cdt))[..., 0]
-
-
-# bf16/f16 logits up to this many elements still keep exp(x − m) in float32: while that array
-# fits in cache, writing it is cheaper than a second exp pass (measured on a 2-core EPYC with a
-# 32 MiB L3, value_and_grad, bf16: 1024×1000 1.11 vs 1.87 ms; 4096×1000 4.90 vs 5.41 ms;
-# 8192×1000 24.5 vs 9.1 ms).
-_NARROW_KEEP_EXP_MAX = 2**22
-
-
 def _int_ce_jvp(eps, zl, primals, tangents):
     x, labels, valid, mask, class_w = primals
     tx = tangents[0]
-    keep_exp = jnp.dtype(x.dtype).itemsize >= 4 or x.size <= _NARROW_KEEP_EXP_MAX
-    loss, y, stats, e0 = _int_forward(eps, zl, x, labels, valid, mask, class_w, keep_exp)
     if isinstance(tx, SymbolicZero):
+        loss = _int_ce(eps, zl, x, labels, valid, mask, class_w)
         return loss, jnp.zeros_like(loss)
-    if keep_exp:
-        # exp(x − m) is already written: the backward pass scales it in place (the residual is
-        # that one array, as Optax's).
-        return loss, _int_tangent(x, mask, y, stats, tx, e0)
-    # Large narrow logits: the backward pass recomputes exp from them; only per-row numbers are
-    # kept.
-    return loss, jax.checkpoint(_int_tangent)(x, mask, y, stats, tx)
+    return _impl.dispatch(
+        functools.partial(_portable_jvp, eps, zl),
+        functools.partial(_cpu_jvp, eps, zl),
+        x,
+        labels,
+        valid,
+        mask,
+        class_w,
+        tx,
+    )
 
 
 _int_ce.defjvp(_int_ce_jvp, symbolic_zeros=True)
@@ -338,12 +250,10 @@ def _dense_tangent(x, t, mask, stats, tx, tt):
     d = xf - m
     out = jnp.zeros(x.shape[:-1], xf.dtype)
     if tx is not None:
-        # A soft target has no label to gather: the dominant entry's d comes from a max (a
-        # cheap fused reduction), whose derivative lands on that entry.
-        d_top = jnp.max(d, axis=-1, keepdims=True)
-        top = (d >= d_top - 0.5) & ((d_top - log_s) > _LOG_DOMINANT)
-        q = _prob_minus_top(d, log_s, d_top, top)
-        h = t_sum * q + jnp.where(top, t_sum - tf, -tf)
+        # p − [dominant]: the dominant entry's p − 1 by expm1, so it never cancels.
+        z = d - finite_log_sum(log_s)
+        top = z > _LOG_DOMINANT
+        h = t_sum * jnp.where(top, jnp.expm1(z), jnp.exp(z)) + jnp.where(top, t_sum - tf, -tf)
         out = out + jnp.sum(h * tx.astype(xf.dtype), -1)
     if tt is not None:
         neg_log_q = log_s - d
@@ -559,11 +469,6 @@ def cross_entropy(
         logits, labels, axis, where, fn, check_labels, ignore_index
     )
     k = x.shape[-1]
-    if k >= _MAX_FLOAT_INDEX:
-        raise ValueError(
-            f"{fn}: logits of shape {np.shape(logits)} have {k} classes; at most "
-            f"{_MAX_FLOAT_INDEX - 1} are supported (labels index a float32 iota)."
-        )
     class_weights = _class_weights(class_weights, k, "logits", np.shape(logits), fn)
     if logit_softcap is not None:
         cap = _static_float(logit_softcap, "logit_softcap", fn)
@@ -579,7 +484,7 @@ def cross_entropy(
         count = valid.astype(loss.dtype)
         if class_weights is not None:
             safe = jnp.where((labels >= 0) & (labels < k), labels, 0)
-            count = jnp.where(valid, class_weights.astype(loss.dtype)[safe], 0)
+            count = jnp.where(valid, _checks.take(class_weights.astype(loss.dtype), safe), 0)
     return _checks.reduce_loss(loss, count, reduction)
 
 
@@ -683,14 +588,15 @@ def nll_loss(
             f"{np.shape(where)}. Mask classes in the `log_softmax` that produced `log_probs`."
         )
     k = x.shape[-1]
-    xf = x.astype(_checks.compute_dtype(x.dtype))
+    cdt = _checks.compute_dtype(x.dtype)
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)
-    w = jnp.ones(labels.shape, xf.dtype)
+    w = jnp.ones(labels.shape, cdt)
     class_weights = _class_weights(class_weights, k, "log_probs", np.shape(log_probs), fn)
     if class_weights is not None:
-        w = class_weights.astype(xf.dtype)[y]
-    picked = jnp.take_along_axis(xf, y[..., None], axis=-1)[..., 0]
+        w = _checks.take(class_weights.astype(cdt), y)
+    # Gathered in the input's dtype, then converted: converting first would write a float32 copy.
+    picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(cdt)
     loss = jnp.where(valid, -w * jnp.where(valid, picked, 0), 0)
     loss = jnp.where(valid & ~in_range, jnp.nan, loss)
     return _checks.reduce_loss(loss, jnp.where(valid, w, 0), reduction)

@@ -135,7 +135,7 @@ def softmax_entropy(
 def _softmax_entropy_rows_impl(x: Array) -> Array:
     _, d, log_s = max_and_log_sum(x)
     log_p = d - finite_log_sum(log_s)
-    live = log_p > -jnp.inf
+    live = log_p != -jnp.inf  # NaN is live: a NaN row gives NaN
     safe = jnp.where(live, log_p, jnp.zeros_like(log_p))
     # 0 − Σ rather than −Σ: a one-hot row gives +0.0, not −0.0.
     return 0.0 - jnp.sum(jnp.where(live, jnp.exp(safe) * safe, jnp.zeros_like(safe)), axis=-1)
@@ -153,7 +153,7 @@ def _softmax_entropy_rows_jvp(primals, tangents):
     h = _softmax_entropy_rows(x)
     _, d, log_s = max_and_log_sum(x)
     log_p = d - finite_log_sum(log_s)
-    live = log_p > -jnp.inf
+    live = log_p != -jnp.inf
     safe = jnp.where(live, log_p, jnp.zeros_like(log_p))
     g = jnp.where(live, -jnp.exp(safe) * (safe + h[..., None]), jnp.zeros_like(safe))
     return h, jnp.sum(g * jnp.where(live, tx, jnp.zeros_like(tx)), axis=-1)

@@ -1,18 +1,25 @@
-"""Log-sum-exp, log-softmax and softmax, computed so that the result near probability 1 is exact.
+"""Log-sum-exp, log-softmax and softmax, exact near probability 1, NaN in and NaN out.
 
-The shared kernel is `max_and_log_sum`: for a row `x` it returns the row maximum `m` and
-`log_s = log Σ_j exp(x_j − m)` such that `logsumexp(x) = m + log_s`. Two choices matter:
+Every function here rests on one set of per-row numbers, `row_stats`: the row maximum `m`, the
+number `c` of entries equal to it, and `r = Σ_{x_j < m} exp(x_j − m)`, the mass below it. Then
 
-* `log_s` is formed as `log1p((c − 1) + r)`, where `c` sums `exp(x_j − m)` over the entries at
-  the maximum (1 per exact tie) and `r` over the others. Summing the maximum's own
-  `exp(0) = 1` first and taking `log` afterwards would round `1 + r` and lose every digit of `r`
-  once `r < 1e-7`, which is exactly the regime of a confident classifier (`p_y = 1/(1 + r)`).
+    log Σ_j exp(x_j) = m + log_s,    log_s = log1p((c − 1) + r),
+
+and two choices matter for precision:
+
+* The maximum's own `exp(0) = 1` is kept out of the rounded sum: `log(1 + r)` would round `1 + r`
+  and lose every digit of `r` once `r < 1e-7`, exactly the regime of a confident classifier
+  (`p_max = 1/(1 + r)`). Ties are counted exactly, whatever the scale of the logits.
 * `m` and `log_s` are kept apart rather than added into one log-sum-exp: `exp((x − m) − log_s)`
-  is exact to rounding for any logit scale, while `exp(x − lse)` inherits the rounding error of
-  `lse`, which grows with `|m|` (about 6e-5 relative at logits of 1000 in float32).
+  is exact to rounding at any logit scale, while `exp(x − lse)` inherits the rounding of `lse`.
 
-The pair has its own `custom_jvp` (the shift is a constant; d log-sum-exp = softmax·dx), so
-derivatives, second order included, are exact also at ties.
+The portable `row_stats` is one pass over the row: a single variadic reduction of
+(max, count, rest) triples, so the logits are read once (what TPU and GPU compile). XLA:CPU
+runs variadic reductions several times slower than plain ones, so on CPU the same numbers come
+from `jaxloss._xla_cpu.row_stats` (see `jaxloss._impl`).
+
+NaN anywhere in a row gives NaN; a `+inf` entry gives a `+inf` log-sum-exp; a row that is all
+`-inf` (or fully masked) gives `-inf`, and its softmax is all zeros.
 """
 
 from __future__ import annotations
@@ -22,119 +29,91 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array
+from jax import Array, lax
 
-from jaxloss import _checks
-
-# "Is this entry the row maximum?" is asked with arithmetic, min(|d|, tol)/tol, which is 0 at
-# the maximum and 1 for |d| ≥ tol, rather than with `d == 0` and a `select`: XLA:CPU fuses a
-# reduction with an arithmetic producer but writes a `select` producer out as a full [..., K]
-# buffer first (4× slower at 2048×32000). `tol` is a few ulps of the maximum, because XLA
-# recomputes `xf` in each fusion and may round it differently there (an FMA-contracted `x / T`,
-# say). An entry
-# within `tol` of the maximum is split between the sum (weight w, exactly exp(d)) and the count
-# (weight 1 − w, exp(d) by its quadratic Taylor polynomial, off by |d|³/6, below 1e-8 for
-# logits under 1e4 in size).
-_TIE_ULPS = 2.0**-22
-_TIE_FLOOR = 2.0**-60  # the window near 0, large enough that exp(d)·tol never underflows
+from jaxloss import _checks, _impl, _xla_cpu
 
 
-_MAX_ROW = 32768
+def _merge(a: tuple, b: tuple) -> tuple:
+    """Combine two (max, count at max, mass below max) triples; associative and commutative.
 
-
-def _sub_rows(k: int) -> int:
-    """How many pieces to cut a row of `k` into for the sums (1: no cut).
-
-    XLA:CPU's fused reduction runs about 7× slower per element on rows longer than about 32K
-    (measured: exp-and-sum over 2048×131072 in 674 ms as is, 91 ms as 8192×32768 rows).
+    One exp per merge: the smaller side is rescaled by exp(−|m₁ − m₂|). Equal maxima (−inf
+    included) add counts and masses without an exp, so −inf − −inf never occurs; a NaN maximum
+    fails both comparisons and makes the mass NaN.
     """
-    if k <= _MAX_ROW:
-        return 1
-    for g in range(2, 257):
-        if k % g == 0 and k // g <= _MAX_ROW:
-            return g
-    return 1
+    m1, c1, r1 = a
+    m2, c2, r2 = b
+    scale = jnp.exp(-jnp.abs(m1 - m2))
+    same, first = m1 == m2, m1 > m2
+    c = jnp.where(same, c1 + c2, jnp.where(first, c1, c2))
+    r = jnp.where(same, r1 + r2, jnp.where(first, r1 + (c2 + r2) * scale, r2 + (c1 + r1) * scale))
+    return jnp.maximum(m1, m2), c, r
 
 
-def row_sums(xf: Array, m: Array, tol: Array, term) -> tuple[Array, Array]:
-    """Σ_j term(xf_j, m, tol) per row, cutting long rows into pieces; returns (sum, m).
+def one_pass_stats(xf: Array) -> tuple[Array, Array, Array]:
+    """The portable `row_stats`: one variadic reduction over the last axis."""
+    zero = jnp.zeros((), xf.dtype)
+    # An entry starts as (x, 1, 0); a −inf entry counts for nothing, so an all −inf row ends
+    # as (−inf, 0, 0) and its log_s is log1p(−1) = −inf.
+    count = (xf > -jnp.inf).astype(xf.dtype)
+    init = (jnp.array(-jnp.inf, xf.dtype), zero, zero)
+    m, c, r = lax.reduce((xf, count, jnp.zeros_like(xf)), init, _merge, (xf.ndim - 1,))
+    return m[..., None], c[..., None], r[..., None]
 
-    `term` gets `xf` and per-row `m`, `tol` broadcast to it. The `m` returned is `m` under a
-    new name (`m + 0·sum`), for the next sum to use, so XLA fuses each sum with its own
-    producer instead of writing out a shared broadcast of `m`.
+
+def row_stats(xf: Array) -> tuple[Array, Array, Array]:
+    """(m, c, r) per row of `xf` [..., K], each [..., 1]; see the module docstring.
+
+    `m` is the shift the other functions subtract: the row maximum when it is finite, else 0
+    (an all −inf row stays −inf rather than becoming NaN; NaN and +inf rows are marked by
+    `r`/`log_s`, see `max_and_log_sum`).
     """
-    k = xf.shape[-1]
-    g = _sub_rows(k)
-    if g == 1:
-        total = jnp.sum(term(xf, m, tol), axis=-1, keepdims=True)
-    else:
-        lead = xf.shape[:-1]
-        xs = xf.reshape((-1, k // g))
-        ms = jnp.repeat(m.reshape((-1, 1)), g, axis=0)
-        ts = jnp.repeat(tol.reshape((-1, 1)), g, axis=0)
-        total = jnp.sum(term(xs, ms, ts), axis=-1).reshape((*lead, g)).sum(-1, keepdims=True)
-    return total, m + 0.0 * total
+    return _impl.dispatch(one_pass_stats, _xla_cpu.row_stats, xf)
 
 
-def _below_top(x: Array, m: Array, tol: Array) -> Array:
-    # exp(d)·min(|d|, tol): exp(d)·tol for entries below the window, 0 at the maximum.
-    d = x - m
-    return jnp.exp(d) * jnp.minimum(jnp.abs(d), tol)
+def _log_sum_from_stats(m: Array, c: Array, r: Array) -> tuple[Array, Array]:
+    log_s = jnp.log1p((c - 1) + r)
+    # +inf maximum: log-sum-exp is +inf (log_s = +inf, shift 0); NaN stays NaN through m.
+    pinf = m == jnp.inf
+    log_s = jnp.where(pinf, jnp.inf, log_s)
+    shift = jnp.where(jnp.isfinite(m) | jnp.isnan(m), m, jnp.zeros_like(m))
+    return shift, log_s
 
 
-def _at_top(x: Array, m: Array, tol: Array) -> Array:
-    # 2·(tol − |e|)⁺ · exp(e), with exp(e) by its quadratic Taylor polynomial (off by |e|³/6,
-    # below 1e-8 inside the window). Clamping e first keeps -inf (masked entries) out of the
-    # arithmetic, where 0·inf would be NaN. 2·max(a, 0) is spelled a + |a|, without a constant.
-    e = x - m
-    a = tol - jnp.abs(jnp.maximum(e, -2.0 * tol))
-    e = jnp.maximum(e, -1.0)
-    return (a + jnp.abs(a)) * (1.0 + e * (1.0 + 0.5 * e))
+def _shift_and_log_sum_impl(x: Array) -> tuple[Array, Array]:
+    return _log_sum_from_stats(*row_stats(x.astype(_checks.compute_dtype(x.dtype))))
 
 
-def _shift_and_log_sum_impl(xf: Array) -> tuple[Array, Array]:
-    m = jnp.max(xf, axis=-1, keepdims=True, initial=-jnp.inf)
-    # A row of -inf (fully masked) has no finite max; shifting by 0 keeps it -inf, not NaN.
-    m = jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
-    tol = jnp.maximum(jnp.abs(m) * _TIE_ULPS, _TIE_FLOOR)
-    # r = Σ exp(d) over entries below the maximum; c = Σ exp(d) over those at it (1 per exact
-    # tie). The weights min(|d|, tol)/tol and (tol − |d|)⁺/tol sum to 1 for every entry, are
-    # exactly 1 or 0 outside the window, and are written without constants shared between the
-    # two sums (a shared broadcast constant, or a `clamp`, is written out in full by XLA:CPU).
-    # |d| rather than −d: an entry rounded slightly above `m` in another fusion counts as a tie.
-    r, m2 = row_sums(xf, m, tol, _below_top)
-    r = r / tol
-    tol2 = tol + 0.0 * r
-    c, _ = row_sums(xf, m2, tol2, _at_top)
-    c = c / (2.0 * tol2)
-    some = c > 0.5
-    rest = jnp.where(some, (c - 1) + r, jnp.zeros_like(r))
-    return m, jnp.where(some, jnp.log1p(rest), -jnp.inf)
+shift_and_log_sum = jax.custom_jvp(_shift_and_log_sum_impl)
+"""(m, log_s) of `x` [..., K] in any float dtype (computed in at least float32), each [..., 1]."""
 
 
-_shift_and_log_sum = jax.custom_jvp(_shift_and_log_sum_impl)
+def _lse_tangent(x: Array, m: Array, log_s: Array, tx: Array) -> Array:
+    p = jnp.exp((x.astype(m.dtype) - m) - finite_log_sum(log_s))
+    return jnp.sum(p * tx.astype(m.dtype), axis=-1, keepdims=True)
 
 
-@_shift_and_log_sum.defjvp
+@shift_and_log_sum.defjvp
 def _shift_and_log_sum_jvp(primals, tangents):
-    # The shift m is a constant (any shift gives the same log-sum-exp), and
-    # d(log Σ exp(x − m)) = Σ softmax(x)·dx. Stating this keeps derivatives exact at ties,
-    # where differentiating the tie count's arithmetic would subtract two numbers of size S.
-    (xf,), (tx,) = primals, tangents
-    m, log_s = _shift_and_log_sum(xf)
-    p = jnp.exp((xf - m) - finite_log_sum(log_s))
-    return (m, log_s), (jnp.zeros_like(m), jnp.sum(p * tx, axis=-1, keepdims=True))
+    # The shift is a constant (any shift gives the same log-sum-exp), and
+    # d(log Σ exp(x − m)) = Σ softmax(x)·dx. Stating this keeps derivatives exact at ties. The
+    # tangent is checkpointed: the backward pass reads the logits (in their own dtype) once more
+    # and keeps no softmax.
+    (x,), (tx,) = primals, tangents
+    m, log_s = shift_and_log_sum(x)
+    return (m, log_s), (jnp.zeros_like(m), jax.checkpoint(_lse_tangent)(x, m, log_s, tx))
 
 
-def max_and_log_sum(xf: Array) -> tuple[Array, Array, Array]:
-    """For `xf` of shape [..., K] (masked entries already -inf) return (m, d, log_s).
+def max_and_log_sum(x: Array) -> tuple[Array, Array, Array]:
+    """For `x` of shape [..., K] (masked entries already -inf) return (m, d, log_s).
 
     m: [..., 1], the row maximum, or 0 for a row with no finite maximum.
-    d: [..., K], `xf − m`.
-    log_s: [..., 1], `log Σ exp(d)`; −inf for a row that is entirely −inf.
+    d: [..., K], `x − m` in the compute dtype (at least float32).
+    log_s: [..., 1], `log Σ exp(d)`; −inf for a row that is entirely −inf, +inf for a row
+    holding +inf, NaN for a row holding NaN.
     """
-    m, log_s = _shift_and_log_sum(xf)
-    return m, xf - m, log_s
+    m, log_s = shift_and_log_sum(x)
+    return m, x.astype(m.dtype) - m, log_s
 
 
 def finite_log_sum(log_s: Array) -> Array:
@@ -143,11 +122,13 @@ def finite_log_sum(log_s: Array) -> Array:
 
 
 def _prepare(x: Any, axis: Any, where: Any, fn: str) -> tuple[Array, tuple, Array | None]:
-    """Check arguments; return x (classes last, compute dtype, masked to -inf), axes, mask."""
+    """Check arguments; return x (classes last, its own dtype, masked to -inf), axes, mask."""
     _checks.check_floating(x, "x", fn)
     x = jnp.asarray(x)
     axes = _checks.canonicalize_axes(axis, x.ndim, "x", x.shape, fn)
-    xf = _checks.classes_last(x, axes).astype(_checks.compute_dtype(x.dtype))
+    # Kept in its own dtype: the kernels convert inside their fusions, and the backward pass
+    # rereads the narrow logits rather than a float32 copy.
+    xf = _checks.classes_last(x, axes)
     mask = None
     if where is not None:
         _checks.check_where(where, x.shape, x.shape, fn)
@@ -201,27 +182,11 @@ def _restore(y: Array, x: Any, axes: tuple, mask: Array | None, fill: float) -> 
     return _checks.classes_restore(y, axes, np.shape(x)).astype(jnp.result_type(x))
 
 
-def _log_softmax_rows_impl(xf: Array) -> Array:
-    _, d, log_s = max_and_log_sum(xf)
+def _log_softmax_rows(x: Array) -> Array:
+    # Differentiated through `shift_and_log_sum`'s rule: d out = dx − Σ softmax·dx, with softmax
+    # recomputed from the logits in the backward pass (nothing of size [..., K] is kept).
+    _, d, log_s = max_and_log_sum(x)
     return d - finite_log_sum(log_s)
-
-
-_log_softmax_rows = jax.custom_jvp(_log_softmax_rows_impl)
-
-
-def _log_softmax_rows_jvp(primals, tangents):
-    (xf,), (tx,) = primals, tangents
-    out = _log_softmax_rows(xf)
-    # Recompute exp(out) in the backward pass instead of saving it: the residual is the output.
-    tan = jax.checkpoint(_log_softmax_tangent)(out, tx)
-    return out, tan
-
-
-_log_softmax_rows.defjvp(_log_softmax_rows_jvp)
-
-
-def _log_softmax_tangent(out: Array, tx: Array) -> Array:
-    return tx - jnp.sum(jnp.exp(out) * tx, axis=-1, keepdims=True)
 
 
 def log_softmax(x: Any, axis: Any = -1, where: Any = None) -> Array:
@@ -243,7 +208,7 @@ def log_softmax(x: Any, axis: Any = -1, where: Any = None) -> Array:
         Computed in float32 for bf16/f16 inputs, then cast back. The largest entry of a
         confident row is ``-log1p(r)``, exact to rounding even when it is about ``-1e-9``. The
         gradient is the hand-derived ``t − softmax(x)·Σ t``, recomputing ``softmax`` from the
-        output in the backward pass, so only the output is kept for it. ``-inf`` inputs give
+        logits in the backward pass, so only per-row numbers are kept for it. ``-inf`` inputs give
         ``-inf`` outputs with finite gradients; a fully masked row is all ``-inf``.
 
     Examples:

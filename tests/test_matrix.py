@@ -11,6 +11,10 @@ import pytest
 
 import jaxloss
 from tests.cases import CASE_IDS, CASES, Case
+from tests.test_implementations import IMPLS, _use
+
+# The implementation axis: each kernel pinned (and the default dispatch).
+impls = pytest.mark.parametrize("impl", list(IMPLS))
 
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
 
@@ -34,11 +38,13 @@ def test_every_public_function_has_a_case():
     assert not missing, f"public functions without a test case: {missing}"
 
 
+@impls
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_value_against_float64(case: Case, dtype: str):
+def test_value_against_float64(case: Case, dtype: str, impl: str):
     args = case.make(_rng(case), DTYPES[dtype])
-    out = case.fn(*args)
+    with _use(impl):
+        out = case.fn(*args)
     # The reference sees exactly the (possibly rounded) inputs jaxloss saw.
     expected = case.ref(*[np.asarray(a.astype(jnp.float32)) if a.dtype != jnp.int32 else
                           np.asarray(a) for a in args])  # fmt: skip
@@ -88,33 +94,40 @@ def _oracle(case: Case, args, fn_of_first):
         return np.asarray(fn_of_first(lambda x0: case.plain(x0, *a64[1:]), a64))
 
 
+@impls
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_grad_against_float64_autodiff(case: Case):
+def test_grad_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 1)
     args = case.make(rng, jnp.float32)
     ct = rng.normal(size=np.shape(case.fn(*args)))
-    got = jax.grad(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct.astype(np.float32)))(args[0])
+    with _use(impl):
+        got = jax.grad(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct.astype(np.float32)))(args[0])
     want = _oracle(case, args, lambda f, a: jax.grad(lambda x: jnp.sum(f(x) * ct))(a[0]))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
+@impls
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_jvp_against_float64_autodiff(case: Case):
+def test_jvp_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 2)
     args = case.make(rng, jnp.float32)
-    tangent = rng.normal(size=args[0].shape)
-    _, got = jax.jvp(lambda x0: case.fn(x0, *args[1:]), (args[0],), (tangent.astype(np.float32),))
-    want = _oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (jnp.asarray(tangent),))[1])
+    tangent = rng.normal(size=args[0].shape).astype(np.float32)
+    with _use(impl):
+        _, got = jax.jvp(lambda x0: case.fn(x0, *args[1:]), (args[0],), (tangent,))
+    t64 = tangent.astype(np.float64)
+    want = _oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (jnp.asarray(t64),))[1])
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["portable", "xla_cpu"])
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_hessian_against_float64_autodiff(case: Case):
+def test_hessian_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 3)
     args = case.make(rng, jnp.float32)
     args = tuple(a[:2] for a in args)  # two examples keep the Hessian small
-    ct = rng.normal(size=np.shape(case.fn(*args)))
-    got = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct.astype(np.float32)))(args[0])
+    ct = rng.normal(size=np.shape(case.fn(*args))).astype(np.float32)
+    with _use(impl):
+        got = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct))(args[0])
     want = _oracle(case, args, lambda f, a: jax.hessian(lambda x: jnp.sum(f(x) * ct))(a[0]))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
 
