@@ -159,8 +159,8 @@ def load_data(args: argparse.Namespace, log: Callable[[str], None]) -> mnist_dat
         return load(args.dataset, not args.no_download)
     try:
         return load("mnist", not args.no_download)
-    except mnist_data.CacheNotWritableError as err:
-        log(f"MNIST cannot be downloaded: {str(err).splitlines()[-1]} Falling back.")
+    except mnist_data.CacheNotWritableError as err:  # a local problem: say which
+        log(f"MNIST cannot be had: not found locally, {str(err).splitlines()[-1]}")
     except mnist_data.DataUnavailableError:
         how = "downloads disabled" if args.no_download else "and the download failed: offline?"
         log(f"MNIST cannot be had: not found locally, {how} (--dataset mnist says more).")
