@@ -151,22 +151,26 @@ def write_curves(path: Path, metrics: dict) -> None:
     smoothing = f", label smoothing {cfg['label_smoothing']}" if cfg["label_smoothing"] else ""
     curves = (
         ("running", "^:", f"train: running mean while training (dropout on{smoothing})"),
-        ("train", "o-", f"train: fixed {ds['train_eval_examples']} examples after the epoch"),
-        ("test", "s-", f"test: all {ds['test_examples']} examples"),
+        ("train", "o-", f"train: {ds['train_eval_examples']:,} fixed examples after each epoch"),
+        ("test", "s-", f"test: all {ds['test_examples']:,} examples"),
     )
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
     for key, style, label in curves:
         ax_loss.plot(epochs, [r[f"{key}_loss"] for r in rows], style, label=label)
-        ax_acc.plot(epochs, [100 * r[f"{key}_accuracy"] for r in rows], style, label=label)
+        ax_acc.plot(epochs, [100 * r[f"{key}_accuracy"] for r in rows], style)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats)", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy (dropout off unless noted)")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_acc.legend(fontsize="small")
+        ax.set_xlim(0.5, len(epochs) + 0.5)
+        if len(epochs) <= 15:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.legend(loc="outside lower center", ncols=3, fontsize="small")
     loss = "jaxloss.cross_entropy" if cfg["loss"] == "jaxloss" else "optax cross-entropy"
     fig.suptitle(
-        f"{ds['title']}: {cfg['model'].upper()} trained on {ds['train_examples']} images with "
+        f"{ds['title']}: {cfg['model'].upper()} trained on {ds['train_examples']:,} images with "
         f"{loss}, Adam {cfg['learning_rate']:g} ({cfg['schedule']}), batch {cfg['batch_size']}"
     )
     buffer = io.BytesIO()
