@@ -51,19 +51,8 @@ DEMO_TRAIN_SUBSET = 12_000
 # Command line
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Appends "(default: ...)" to every flag whose default is a value; None is explained."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        shown = action.default is not None and action.default is not False  # 0 is shown
-        if shown and action.default != argparse.SUPPRESS and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=support.HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument(
         "--dataset",
@@ -132,7 +121,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
     if args.demo:
-        given = set(argv if argv is not None else sys.argv[1:])
+        given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
         args.dataset = args.dataset if "--dataset" in given else "auto"
         args.train_subset = args.train_subset if "--train-subset" in given else DEMO_TRAIN_SUBSET
     for flag in ("batch_size", "epochs", "train_subset", "train_eval_size", "max_steps"):

@@ -1,5 +1,6 @@
 """Plumbing for examples/mnist.py that a reader of the training script can skip.
 
+* The command line: a help formatter that shows every default, and the multi-process flags.
 * Several processes: starting ``jax.distributed`` and feeding each process's rows of a batch.
 * Outputs: checking the output folder before training, and writing files atomically (a unique
   temporary file in the same folder, then ``os.replace``), so that a reader, or a second run
@@ -22,7 +23,18 @@ import jax
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
-# Several processes
+# Command line and several processes
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: ...)" to every flag whose default is a value; None is explained."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = action.default is not None and action.default is not False  # 0 is shown
+        if shown and action.default != argparse.SUPPRESS and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def env_int(name: str) -> int | None:

@@ -183,6 +183,7 @@ def test_demo_flag_defaults_and_explicit_flags_win():
     assert (args.dataset, args.epochs, args.train_subset) == ("auto", None, 12_000)
     args = mnist.parse_args(["--demo", "--dataset", "digits", "--epochs", "5"])
     assert (args.dataset, args.epochs) == ("digits", 5)
+    assert mnist.parse_args(["--demo", "--dataset=digits"]).dataset == "digits"
     assert mnist.parse_args([]).dataset == "mnist"
 
 
