@@ -117,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = build_parser()
+def parse_args(
+    argv: Sequence[str] | None = None, p: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    p = p or build_parser()
     args = p.parse_args(argv)
     if args.demo:
         given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}

@@ -54,18 +54,19 @@ def time_steps(args: argparse.Namespace, ds, rounds: int, steps: int) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--rounds", type=int, default=21)
-    extra.add_argument("--steps", type=int, default=10)
-    own, rest = extra.parse_known_args(argv)
-    args = mnist.parse_args(rest)
+    parser = mnist.build_parser()
+    parser.description = __doc__
+    timing = parser.add_argument_group("step timing")
+    timing.add_argument("--rounds", type=int, default=21, help="timed rounds per loss")
+    timing.add_argument("--steps", type=int, default=10, help="train steps per round")
+    args = mnist.parse_args(argv, parser)
     output_dir = support.prepare_output_dir(args.output_dir)
     ds = mnist.load_data(args, print)
-    result = time_steps(args, ds, own.rounds, own.steps)
+    result = time_steps(args, ds, args.rounds, args.steps)
     step = result["step_time"]
     print(
         f"train step ({args.model}, batch {args.batch_size}, {jax.device_count()} device(s), "
-        f"{own.rounds} interleaved rounds of {own.steps} steps): jaxloss "
+        f"{args.rounds} interleaved rounds of {args.steps} steps): jaxloss "
         f"{step['jaxloss']['median_ms']:.2f} ms, optax {step['optax']['median_ms']:.2f} ms, "
         f"ratio {result['ratio_jaxloss_over_optax']:.3f}"
     )
