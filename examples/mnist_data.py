@@ -499,8 +499,9 @@ def _one_line(err: BaseException) -> str:
 
 def _how_to_get(spec: DatasetSpec) -> str:
     lines = [
-        f"To get {spec.title} by hand: fetch {', '.join(f.name for f in spec.files)}",
-        f"from one of {', '.join(spec.mirrors)} (see {spec.homepage}),",
+        f"To get {spec.title} by hand ({spec.homepage}): fetch "
+        f"{', '.join(f.name for f in spec.files)} from one of these mirrors:",
+        *(f"  {m}" for m in spec.mirrors),
         f"and put them in a folder passed as --data-dir or ${ENV_DATA_DIR} (directly or in a",
         f"'{spec.name}' subfolder), or in {default_cache_dir() / spec.name}.",
     ]
