@@ -1,4 +1,4 @@
-"""Data for the MNIST example: an IDX reader, dataset locating, and verified downloads.
+"""Data for the MNIST example: find, download (verified) and read the IDX files.
 
 Three datasets are known:
 
@@ -10,41 +10,32 @@ The IDX files are looked for, in this order, in ``--data-dir``, in ``$JAXLOSS_DA
 in the user cache (``~/.cache/jaxloss/<dataset>``, honouring ``$XDG_CACHE_HOME``) and, for
 Fashion-MNIST, in the folder of Debian's ``dataset-fashion-mnist`` package. A folder
 matches when it, or its ``<dataset>`` subfolder, holds all four files, gzipped or not.
-Failing all of them, the files are downloaded into the cache with pooch, mirror after
-mirror, and each is checked against its published SHA-256 before it gets its final name.
+Failing all of them, the files are downloaded into the cache, mirror after mirror, each
+checked against its published SHA-256 before it gets its final name.
 
-Files that are found locally are checked for structure (magic number, dimensions, exact
-size, matching counts, labels in range) but not against the download checksums: a file
-re-compressed by a packager is the same data in different gzip bytes (Debian's Fashion-MNIST
-files are: see ``FASHION_MNIST_DEBIAN_DIR``).
+Files found locally are checked for structure (magic number, dimensions, exact size, matching
+and non-zero counts, labels in range) but not against the download checksums: a file
+re-compressed by a packager is the same data in other gzip bytes (Debian's are).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
+import http.client
 import os
+import socket
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-__all__ = [
-    "DATASETS",
-    "DataUnavailableError",
-    "Dataset",
-    "IdxFormatError",
-    "RemoteFile",
-    "available_offline",
-    "default_cache_dir",
-    "download",
-    "find_local",
-    "load_dataset",
-    "read_idx",
-    "write_idx",
-]
 
 # The IDX type byte (third byte of the magic number) and the big-endian numpy dtype it means.
 _IDX_DTYPES: dict[int, np.dtype] = {
@@ -57,15 +48,20 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 }
 _IDX_CODES = {dt: code for code, dt in _IDX_DTYPES.items()}
 
-# Where Debian's `dataset-fashion-mnist` package puts the four .gz files (checked with
-# `dpkg -L dataset-fashion-mnist`, version 0.0~git20200523.55506a9-1). Debian's build strips
-# the file name from each gzip header and clamps its timestamp (strip-nondeterminism), so
-# these files hold the same deflate stream as the upstream ones but have other SHA-256s:
-# putting the name and the upstream timestamp back gives files whose MD5 and SHA-256 match
-# the published ones byte for byte.
+# Where Debian's `dataset-fashion-mnist` package puts the four .gz files (`dpkg -L`, version
+# 0.0~git20200523.55506a9-1). Debian strips the file name from each gzip header and clamps its
+# timestamp, so the files hold the upstream deflate streams under other SHA-256s.
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 ENV_DATA_DIR = "JAXLOSS_DATA_DIR"
+NUM_CLASSES = 10
+DATASET_NAMES = ("mnist", "fashion_mnist", "digits")
+
+# A download in progress is written to `<name>.part.<pid>.<random>@<host>` beside its target.
+# A later download removes the ones whose process is gone (same host) or that have not been
+# touched for STALE_PART_SECONDS (any host: a live download writes or gives up long before).
+_PART = ".part."
+STALE_PART_SECONDS = 3600.0
 
 
 class IdxFormatError(ValueError):
@@ -74,6 +70,10 @@ class IdxFormatError(ValueError):
 
 class DataUnavailableError(RuntimeError):
     """A dataset could be neither found locally nor downloaded."""
+
+
+class CacheNotWritableError(DataUnavailableError):
+    """The download folder cannot be created or written: a permissions or disk problem."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,88 +93,56 @@ class DatasetSpec:
     title: str
     homepage: str
     mirrors: tuple[str, ...]
-    train_images: RemoteFile
-    train_labels: RemoteFile
-    test_images: RemoteFile
-    test_labels: RemoteFile
+    files: tuple[RemoteFile, ...]  # train images, train labels, test images, test labels
     system_dirs: tuple[Path, ...] = ()
     install_hint: str = ""
 
-    @property
-    def files(self) -> tuple[RemoteFile, ...]:
-        return (self.train_images, self.train_labels, self.test_images, self.test_labels)
+
+def _published(*sha256_and_size: tuple[str, int]) -> tuple[RemoteFile, ...]:
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    names += ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    return tuple(RemoteFile(n, *f) for n, f in zip(names, sha256_and_size, strict=True))
 
 
-# SHA-256 of the gzipped files as served by the mirrors. MNIST: the values registered by
+# SHA-256 and size of the gzipped files as served. MNIST: the values registered by
 # torchvision's and TensorFlow Datasets' download checksums (the same four in both).
-# Fashion-MNIST: TensorFlow Datasets' values; the upstream README publishes MD5s only, and
-# the files rebuilt from Debian's package (see FASHION_MNIST_DEBIAN_DIR) match both.
+# Fashion-MNIST: TensorFlow Datasets' values (upstream publishes MD5s only; Debian's files,
+# given back their gzip headers, match both).
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
-        name="mnist",
-        title="MNIST",
-        homepage="http://yann.lecun.com/exdb/mnist/",
+        "mnist",
+        "MNIST",
+        "http://yann.lecun.com/exdb/mnist/",
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
             "http://yann.lecun.com/exdb/mnist/",
         ),
-        train_images=RemoteFile(
-            "train-images-idx3-ubyte.gz",
-            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            9912422,
-        ),
-        train_labels=RemoteFile(
-            "train-labels-idx1-ubyte.gz",
-            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            28881,
-        ),
-        test_images=RemoteFile(
-            "t10k-images-idx3-ubyte.gz",
-            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            1648877,
-        ),
-        test_labels=RemoteFile(
-            "t10k-labels-idx1-ubyte.gz",
-            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-            4542,
+        files=_published(
+            ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+            ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+            ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+            ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
         ),
     ),
     "fashion_mnist": DatasetSpec(
-        name="fashion_mnist",
-        title="Fashion-MNIST",
-        homepage="https://github.com/zalandoresearch/fashion-mnist",
+        "fashion_mnist",
+        "Fashion-MNIST",
+        "https://github.com/zalandoresearch/fashion-mnist",
         mirrors=(
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
         ),
-        train_images=RemoteFile(
-            "train-images-idx3-ubyte.gz",
-            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-            26421880,
-        ),
-        train_labels=RemoteFile(
-            "train-labels-idx1-ubyte.gz",
-            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-            29515,
-        ),
-        test_images=RemoteFile(
-            "t10k-images-idx3-ubyte.gz",
-            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-            4422102,
-        ),
-        test_labels=RemoteFile(
-            "t10k-labels-idx1-ubyte.gz",
-            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-            5148,
+        files=_published(
+            ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+            ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+            ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+            ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
         ),
         system_dirs=(FASHION_MNIST_DEBIAN_DIR,),
         install_hint="on Debian or Ubuntu: `apt-get install dataset-fashion-mnist`",
     ),
 }
-
-DATASET_NAMES = ("mnist", "fashion_mnist", "digits")
-NUM_CLASSES = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +150,7 @@ class Dataset:
     """A loaded dataset: uint8 images ``(N, 28, 28)``, int32 labels ``(N,)``, and provenance."""
 
     name: str
+    title: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
@@ -219,12 +188,9 @@ def read_idx(
       ndim: if given, the number of dimensions the file must have.
       dtype: if given, the element type the file must have (e.g. ``np.uint8``).
 
-    Returns:
-      An array of the shape and type the header declares.
-
     Raises:
       IdxFormatError: bad magic number, unknown type, unexpected rank or type, a truncated
-        header or payload, or bytes beyond the declared payload. The message names the file
+        header or payload, or bytes beyond the declared payload; the message names the file
         and gives the expected and found values.
     """
     path = Path(path)
@@ -251,15 +217,12 @@ def read_idx(
         )
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
     expected = header + item.itemsize * int(np.prod(shape, dtype=np.int64))
-    if len(data) < expected:
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "wrong size"
+        extra = f" ({len(data) - expected} too many)" if len(data) > expected else ""
         raise IdxFormatError(
-            f"{path}: truncated: header declares shape {shape} of {item} ({expected} bytes in "
-            f"all), the file holds {len(data)} bytes"
-        )
-    if len(data) > expected:
-        raise IdxFormatError(
-            f"{path}: wrong size: header declares shape {shape} of {item} ({expected} bytes in "
-            f"all), the file holds {len(data)} bytes ({len(data) - expected} too many)"
+            f"{path}: {what}: header declares shape {shape} of {item} ({expected} bytes in "
+            f"all), the file holds {len(data)} bytes{extra}"
         )
     array = np.frombuffer(data, dtype=item, offset=header).reshape(shape)
     return array.astype(item.newbyteorder("="))
@@ -287,7 +250,9 @@ def _load_idx_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
         raise IdxFormatError(
             f"{images} holds {x.shape[0]} images but {labels} holds {y.shape[0]} labels"
         )
-    if y.size and int(y.max()) >= NUM_CLASSES:
+    if x.shape[0] == 0:
+        raise IdxFormatError(f"{images}: holds no images (the header declares a count of 0)")
+    if int(y.max()) >= NUM_CLASSES:
         raise IdxFormatError(f"{labels}: label {int(y.max())} outside 0..{NUM_CLASSES - 1}")
     return x, y.astype(np.int32)
 
@@ -307,8 +272,7 @@ def _files_in(folder: Path, spec: DatasetSpec) -> list[Path] | None:
     """The four files of ``spec`` in ``folder``, each gzipped or raw; None if one is missing."""
     found = []
     for f in spec.files:
-        raw_name = f.name.removesuffix(".gz")
-        for candidate in (folder / f.name, folder / raw_name):
+        for candidate in (folder / f.name, folder / f.name.removesuffix(".gz")):
             if candidate.is_file():
                 found.append(candidate)
                 break
@@ -317,18 +281,16 @@ def _files_in(folder: Path, spec: DatasetSpec) -> list[Path] | None:
     return found
 
 
-def _candidate_dirs(
-    spec: DatasetSpec, data_dir: str | os.PathLike[str] | None, cache_dir: Path
-) -> list[tuple[str, Path]]:
-    dirs: list[tuple[str, Path]] = []
-    roots = (("--data-dir", data_dir), (f"${ENV_DATA_DIR}", os.environ.get(ENV_DATA_DIR)))
-    for label, root in roots:
-        if root:
-            root = Path(root).expanduser()
-            dirs += [(label, root / spec.name), (label, root)]
-    dirs.append(("user cache", cache_dir / spec.name))
-    dirs += [("system package", d) for d in spec.system_dirs]
-    return dirs
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_published(path: Path, f: RemoteFile) -> bool:
+    return path.stat().st_size == f.size and _sha256(path) == f.sha256  # size first: cheap
 
 
 def find_local(
@@ -336,51 +298,46 @@ def find_local(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
-    system_dirs: Sequence[str | os.PathLike[str]] | None = None,
 ) -> tuple[list[Path] | None, list[str]]:
     """Looks for the four files of IDX dataset ``name`` without touching the network.
-
-    Args:
-      name: ``"mnist"`` or ``"fashion_mnist"``.
-      data_dir: the ``--data-dir`` flag, looked at first (its ``<name>`` subfolder, then itself).
-      cache_dir: the cache root (default: :func:`default_cache_dir`).
-      system_dirs: overrides the spec's system folders (tests use this).
 
     Returns:
       ``(paths, tried)``: the four paths in the order train images, train labels, test images,
       test labels (or None), and one line per folder looked at.
     """
     spec = DATASETS[name]
-    if system_dirs is not None:
-        spec = dataclasses.replace(spec, system_dirs=tuple(Path(d) for d in system_dirs))
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    candidates: list[tuple[str, Path]] = []
+    for label, root in (
+        ("--data-dir", data_dir),
+        (f"${ENV_DATA_DIR}", os.environ.get(ENV_DATA_DIR)),
+    ):
+        if root:
+            root = Path(root).expanduser()
+            candidates += [(label, root / spec.name), (label, root)]
+    candidates.append(("user cache", cache / spec.name))
+    candidates += [("system package", d) for d in spec.system_dirs]
     tried = []
-    for label, folder in _candidate_dirs(spec, data_dir, cache):
+    for label, folder in candidates:
         paths = _files_in(folder, spec)
         if paths is None:
             tried.append(f"{label}: {folder} (not all four files there)")
-            continue
-        if label == "user cache" and not _cache_is_valid(paths, spec):
+        # Only our verified downloads land in the cache, so it must hold the published bytes.
+        elif label == "user cache" and not all(
+            p.name == f.name and _is_published(p, f) for p, f in zip(paths, spec.files, strict=True)
+        ):
             tried.append(f"{label}: {folder} (a file fails its size or SHA-256 check)")
-            continue
-        return paths, tried
+        else:
+            return paths, tried
     return None, tried
-
-
-def _cache_is_valid(paths: list[Path], spec: DatasetSpec) -> bool:
-    # Only our downloads land in the cache, so everything there must be the published bytes.
-    import pooch
-
-    return all(
-        p.name == f.name
-        and p.stat().st_size == f.size  # cheap first, and catches a truncated file
-        and pooch.file_hash(str(p), alg="sha256") == f.sha256
-        for p, f in zip(paths, spec.files, strict=True)
-    )
 
 
 # --------------------------------------------------------------------------------------------
 # Downloading
+
+# Errors that say the mirror (or the way to it) is unusable, not just this one file: the
+# mirror is skipped for the rest of the run. An HTTP error or a checksum mismatch is per file.
+_MIRROR_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException)
 
 
 def download(
@@ -391,14 +348,16 @@ def download(
     files: Sequence[RemoteFile] | None = None,
     progress: bool = True,
     timeout: float = 30.0,
+    deadline: float = 600.0,
 ) -> list[Path]:
     """Downloads the files of dataset ``name`` into ``<cache_dir>/<name>``, verified.
 
-    Each file is fetched by pooch, which streams it to a temporary file beside its target,
-    checks the SHA-256 and only then renames it: an interrupted or corrupt download never
-    leaves a file under the final name. A file that fails on one mirror (connection error,
-    HTTP error, checksum mismatch) is tried on the next one. Files already in the cache with
-    the right checksum are not fetched again.
+    Each file is streamed to a temporary file beside its target, checked against its
+    SHA-256 and only then renamed, so an interrupted or corrupt download never leaves a file
+    under the final name; temporary files left by a killed run are removed here. A file that
+    fails on one mirror is tried on the next; a mirror that stalls, refuses or drops the
+    connection is not asked again for the other files. Files already in the cache with the
+    right checksum are not fetched again.
 
     Args:
       name: ``"mnist"`` or ``"fashion_mnist"``.
@@ -406,41 +365,45 @@ def download(
       mirrors: base URLs ending in ``/`` (default: the spec's mirrors).
       files: which files to fetch (default: the four of the spec); tests pass their own.
       progress: show a tqdm progress bar per file.
-      timeout: seconds to wait for a connection or for data before giving up on a mirror.
-
-    Returns:
-      The downloaded paths, in the order of ``files``.
+      timeout: seconds to wait for the connection, or for the next bytes, before giving up.
+      deadline: seconds one file may take in all on one mirror (a trickling mirror is
+        abandoned after this long, whatever the rate).
 
     Raises:
+      CacheNotWritableError: the cache folder cannot be created or written.
       DataUnavailableError: a file could not be had from any mirror; the message lists each
         URL tried with its error, and how to get the data by hand.
     """
-    import pooch
-    import requests
-
     spec = DATASETS[name]
     target = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / name
     mirrors = tuple(mirrors) if mirrors is not None else spec.mirrors
     files = tuple(files) if files is not None else spec.files
+    _prepare_cache(target)
+    failed: dict[str, str] = {}  # mirror -> why it was given up
     paths = []
     for f in files:
+        path = target / f.name
         errors = []
+        if path.is_file() and _is_published(path, f):
+            paths.append(path)
+            continue
         for base in mirrors:
             url = base + f.name
-            # Connect timeout, then read timeout between chunks.
-            downloader = pooch.HTTPDownloader(progressbar=progress, timeout=(timeout, timeout))
+            if base in failed:
+                errors.append(f"  {url}: skipped, the mirror failed earlier ({failed[base]})")
+                continue
             try:
-                path = pooch.retrieve(
-                    url,
-                    known_hash=f"sha256:{f.sha256}",
-                    fname=f.name,
-                    path=target,
-                    downloader=downloader,
-                )
-            except (requests.RequestException, ValueError, OSError) as err:
+                _fetch(url, path, f, timeout=timeout, deadline=deadline, progress=progress)
+            except (urllib.error.HTTPError, ValueError) as err:
+                if isinstance(err, urllib.error.HTTPError):
+                    err.close()
                 errors.append(f"  {url}: {type(err).__name__}: {_one_line(err)}")
                 continue
-            paths.append(Path(path))
+            except _MIRROR_ERRORS as err:
+                failed[base] = f"{type(err).__name__}: {_one_line(err)}"
+                errors.append(f"  {url}: {failed[base]}")
+                continue
+            paths.append(path)
             break
         else:
             raise DataUnavailableError(
@@ -452,15 +415,93 @@ def download(
     return paths
 
 
+def _prepare_cache(target: Path) -> None:
+    """Creates ``target``, proves it writable, and removes temporary files of dead downloads."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CacheNotWritableError(
+            f"cannot write to the download folder {target}: {err.strerror or err} (a "
+            f"permissions or disk problem, not the network); pass --data-dir with the files, "
+            f"or point $XDG_CACHE_HOME at a writable folder"
+        ) from err
+    host = socket.gethostname()
+    for part in target.glob(f"*{_PART}*"):
+        pid, _, rest = part.name.partition(_PART)[2].partition(".")
+        try:
+            age = time.time() - part.stat().st_mtime
+        except FileNotFoundError:
+            continue  # another run just finished with it
+        gone = rest.rpartition("@")[2] == host and pid.isdigit() and not _alive(int(pid))
+        if gone or age > STALE_PART_SECONDS:
+            part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _fetch(url: str, path: Path, f: RemoteFile, *, timeout, deadline, progress) -> None:
+    from tqdm.auto import tqdm
+
+    start = time.monotonic()
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent,
+            prefix=f"{path.name}{_PART}{os.getpid()}.",
+            suffix=f"@{socket.gethostname()}",
+        )
+    except OSError as err:
+        raise CacheNotWritableError(f"cannot write to {path.parent}: {err}") from err
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or f.size)
+            digest, received = hashlib.sha256(), 0
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=f.name, disable=not progress
+            ) as bar:
+                # read1 returns what has arrived, so a slow trickle still reaches the deadline.
+                while chunk := response.read1(1 << 16):
+                    if time.monotonic() - start > deadline:
+                        raise TimeoutError(
+                            f"not done after the {deadline:g} s deadline ({received} of "
+                            f"{total} bytes)"
+                        )
+                    try:
+                        out.write(chunk)
+                    except OSError as err:
+                        raise CacheNotWritableError(f"cannot write to {tmp}: {err}") from err
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+        if received < total:
+            raise ConnectionError(f"connection closed after {received} of {total} bytes")
+        if digest.hexdigest() != f.sha256:
+            raise ValueError(f"SHA-256 {digest.hexdigest()}, expected {f.sha256}")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _how_to_get(spec: DatasetSpec) -> str:
-    names = ", ".join(f.name for f in spec.files)
     lines = [
-        f"To get {spec.title} by hand: fetch {names} from {spec.homepage} (or any mirror above)",
+        f"To get {spec.title} by hand ({spec.homepage}): fetch "
+        f"{', '.join(f.name for f in spec.files)} from one of these mirrors:",
+        *(f"  {m}" for m in spec.mirrors),
         f"and put them in a folder passed as --data-dir or ${ENV_DATA_DIR} (directly or in a",
         f"'{spec.name}' subfolder), or in {default_cache_dir() / spec.name}.",
     ]
@@ -481,16 +522,23 @@ def _load_digits(seed: int = 0) -> Dataset:
 
     digits = load_digits()
     # Values are 0..16; ×3 nearest-neighbour upscaling gives 24×24, a 2-pixel border 28×28,
-    # which is MNIST's layout (digit in the centre 20×20-ish box, blank border).
+    # which is MNIST's layout (digit in the centre, blank border).
     images = digits.images.astype(np.float32) * (255.0 / 16.0)
     images = np.repeat(np.repeat(images, 3, axis=1), 3, axis=2)
-    images = np.pad(images, ((0, 0), (2, 2), (2, 2)))
-    images = np.round(images).astype(np.uint8)
+    images = np.round(np.pad(images, ((0, 0), (2, 2), (2, 2)))).astype(np.uint8)
     labels = digits.target.astype(np.int32)
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=360, random_state=seed, stratify=labels
     )
-    return Dataset("digits", x_train, y_train, x_test, y_test, "scikit-learn load_digits()")
+    return Dataset(
+        "digits",
+        "scikit-learn digits",
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        "scikit-learn load_digits()",
+    )
 
 
 def load_dataset(
@@ -502,10 +550,9 @@ def load_dataset(
     progress: bool = True,
     log=None,
 ) -> Dataset:
-    """Finds (or downloads) and reads dataset ``name``.
+    """Finds (or downloads) and reads dataset ``name``: ``mnist``, ``fashion_mnist`` or ``digits``.
 
     Args:
-      name: ``"mnist"``, ``"fashion_mnist"`` or ``"digits"``.
       data_dir: the ``--data-dir`` flag.
       allow_download: when False, only local folders are looked at.
       cache_dir: the cache root (default: :func:`default_cache_dir`).
@@ -515,42 +562,30 @@ def load_dataset(
     Raises:
       DataUnavailableError: not found locally and (if allowed) not downloadable; the message
         lists every folder and URL tried and how to get the data.
+      CacheNotWritableError: the same, when the download folder cannot be written.
       IdxFormatError: a file was found but is not a well-formed IDX file of the right kind.
     """
-    if log is None:
-
-        def log(msg: str) -> None:
-            print(msg, file=sys.stderr)
-
     if name == "digits":
         return _load_digits()
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES}")
     spec = DATASETS[name]
     paths, tried = find_local(name, data_dir, cache_dir=cache_dir)
-    if paths is None and allow_download:
+    looked = "; looked in:\n  " + "\n  ".join(tried)
+    if paths is None and not allow_download:
+        raise DataUnavailableError(
+            f"{spec.title} is not available locally (downloads disabled){looked}\n"
+            + _how_to_get(spec)
+        )
+    if paths is None:
         try:
             paths = download(name, cache_dir=cache_dir, progress=progress)
         except DataUnavailableError as err:
-            raise DataUnavailableError(
-                f"{spec.title} is not available locally; looked in:\n  "
-                + "\n  ".join(tried)
-                + f"\nand {err}"
-            ) from None
-    elif paths is None:
-        raise DataUnavailableError(
-            f"{spec.title} is not available locally (downloads disabled); looked in:\n  "
-            + "\n  ".join(tried)
-            + "\n"
-            + _how_to_get(spec)
-        )
+            raise type(err)(f"{spec.title} is not available locally{looked}\nand {err}") from None
     source = str(paths[0].parent)
-    log(f"{spec.title}: reading {', '.join(p.name for p in paths)} from {source}")
+    (log or (lambda m: print(m, file=sys.stderr)))(
+        f"{spec.title}: reading {', '.join(p.name for p in paths)} from {source}"
+    )
     x_train, y_train = _load_idx_pair(paths[0], paths[1])
     x_test, y_test = _load_idx_pair(paths[2], paths[3])
-    return Dataset(name, x_train, y_train, x_test, y_test, source)
-
-
-def available_offline(name: str, data_dir: str | os.PathLike[str] | None = None) -> bool:
-    """Whether dataset ``name`` can be loaded without the network."""
-    return name == "digits" or find_local(name, data_dir)[0] is not None
+    return Dataset(name, spec.title, x_train, y_train, x_test, y_test, source)

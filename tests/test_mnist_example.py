@@ -5,11 +5,14 @@ The IDX datasets are tiny fakes written by the tests; ``digits`` is scikit-learn
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import mnist
 import mnist_data
+import mnist_support
 
 EXAMPLES = Path(mnist.__file__).parent
 
@@ -85,10 +89,10 @@ def test_two_training_steps(isolated, capsys, monkeypatch, dataset, model, where
     assert metrics["dataset"]["test_examples"] == (360 if dataset == "digits" else 40)
     if where == "flag":
         assert metrics["dataset"]["source"] == str(isolated / "data")
-    for key in ("train_loss", "test_loss"):
-        assert np.isfinite(epoch[key]) and 0.5 < epoch[key] < 20
-    for key in ("train_accuracy", "test_accuracy"):
-        assert 0.0 <= epoch[key] <= 1.0
+    for kind in ("running", "train", "test"):
+        assert np.isfinite(epoch[f"{kind}_loss"]) and 0.5 < epoch[f"{kind}_loss"] < 20
+        assert 0.0 <= epoch[f"{kind}_accuracy"] <= 1.0
+    assert metrics["dataset"]["train_eval_examples"] == (1437 if dataset == "digits" else 64)
     assert metrics["config"]["loss"] == "jaxloss" and metrics["config"]["model"] == model
     assert (out_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert out[-2].startswith(f"Final test accuracy on {dataset}: ")
@@ -138,11 +142,11 @@ def test_eight_devices_match_one(tmp_path):
     one, eight = metrics[1]["epochs"], metrics[8]["epochs"]
     assert [e["steps"] for e in one] == [e["steps"] for e in eight] == [4, 2]
     for a, b in zip(one, eight, strict=True):
-        for key in ("train_loss", "test_loss"):
+        for key in ("running_loss", "train_loss", "test_loss"):
             np.testing.assert_allclose(b[key], a[key], rtol=1e-4)
         # Accuracies count examples: equal unless a prediction sits on a near-tie, and then
         # off by one example (of at least 128).
-        for key in ("train_accuracy", "test_accuracy"):
+        for key in ("running_accuracy", "train_accuracy", "test_accuracy"):
             assert abs(b[key] - a[key]) <= 1 / 128 + 1e-12
     np.testing.assert_allclose(
         metrics[8]["final_params_checksum"], metrics[1]["final_params_checksum"], rtol=1e-5
@@ -152,14 +156,26 @@ def test_eight_devices_match_one(tmp_path):
 def test_auto_dataset_falls_back(isolated, capsys):
     args = mnist.parse_args(["--dataset", "auto", "--no-download", "--no-progress"])
     logs: list[str] = []
-    assert mnist.choose_dataset(args, logs.append).name == "digits"
+    assert mnist.load_data(args, logs.append).name == "digits"
     assert logs[0].startswith("MNIST cannot be had")
     assert "dataset-fashion-mnist" in logs[1]
     _fake_idx_dataset(isolated / "debian", seed=4)  # as if the Debian package were installed
     logs.clear()
-    ds = mnist.choose_dataset(args, logs.append)
+    ds = mnist.load_data(args, logs.append)
     assert (ds.name, ds.source) == ("fashion_mnist", str(isolated / "debian"))
     assert len(logs) == 1
+
+
+def test_auto_dataset_says_when_the_cache_is_not_writable(isolated, monkeypatch):
+    # It said "the download failed: offline?" for a cache folder it could not write.
+    (isolated / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(isolated / "a-file" / "cache"))
+    args = mnist.parse_args(["--dataset", "auto", "--no-progress"])
+    logs: list[str] = []
+    assert mnist.load_data(args, logs.append).name == "digits"
+    assert "offline" not in logs[0]
+    folder = isolated / "a-file" / "cache" / "jaxloss" / "mnist"
+    assert f"cannot write to the download folder {folder}: Not a directory" in logs[0]
 
 
 def test_demo_flag_defaults_and_explicit_flags_win():
@@ -167,6 +183,7 @@ def test_demo_flag_defaults_and_explicit_flags_win():
     assert (args.dataset, args.epochs, args.train_subset) == ("auto", None, 12_000)
     args = mnist.parse_args(["--demo", "--dataset", "digits", "--epochs", "5"])
     assert (args.dataset, args.epochs) == ("digits", 5)
+    assert mnist.parse_args(["--demo", "--dataset=digits"]).dataset == "digits"
     assert mnist.parse_args([]).dataset == "mnist"
 
 
@@ -195,12 +212,14 @@ def test_max_pool_matches_flax():
     np.testing.assert_array_equal(mnist.max_pool_2x2(x), expected)
 
 
-def test_time_losses_writes_both_medians(isolated, capsys):
+def test_step_time_script_writes_both_medians(isolated, capsys):
+    import mnist_step_time
+
     out_dir = isolated / "timing"
-    status = mnist.main(
+    status = mnist_step_time.main(
         [
             *["--dataset", "digits", "--model", "mlp", "--batch-size", "32"],
-            *["--time-losses", "2", "--time-steps", "1"],
+            *["--rounds", "2", "--steps", "1"],
             *["--no-progress", "--output-dir", str(out_dir)],
         ]
     )
@@ -210,3 +229,146 @@ def test_time_losses_writes_both_medians(isolated, capsys):
         assert len(result["step_time"][kind]["runs_ms"]) == 2
         assert result["step_time"][kind]["median_ms"] > 0
     assert "ratio" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# The command line and the docs
+
+
+def _flags(text: str) -> set[str]:
+    """Every --flag in `text` (not XLA's --xla_... flags)."""
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z](?![\w-])", text))
+
+
+def test_help_explains_every_flag_it_mentions(monkeypatch):
+    # --help pointed to --time-steps and the README to --num-processes, both hidden.
+    monkeypatch.setenv("COLUMNS", "400")  # no wrapping inside "(default: ...)"
+    parser = mnist.build_parser()
+    text = " ".join(parser.format_help().split())
+    listed = {o for a in parser._actions for o in a.option_strings}
+    assert _flags(text) <= listed
+    for action in parser._actions:
+        assert action.help and action.help != argparse.SUPPRESS, action.option_strings
+        if action.default is not None and action.default is not False and action.dest != "help":
+            assert f"(default: {action.default})" in text, action.option_strings
+
+
+def test_docs_page_mentions_only_real_flags():
+    import mnist_step_time  # noqa: F401  (its own flags are --rounds and --steps)
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "mnist.md").read_text()
+    listed = {o for a in mnist.build_parser()._actions for o in a.option_strings}
+    assert _flags(page) - {"--rounds", "--steps"} <= listed
+    for flag in listed - {"-h", "--help"}:
+        assert f"`{flag}" in page, f"docs/mnist.md does not document {flag}"
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs: faults found by injection, each test fails without its fix
+
+
+def test_unusable_output_dir_fails_before_training(isolated, capsys):
+    # The folder was first touched after training: a bad one lost the whole run.
+    (isolated / "a-file").write_text("")
+    out_dir = isolated / "a-file" / "out"
+    status = mnist.main(["--dataset", "digits", "--output-dir", str(out_dir), "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert f"error: cannot write to the output folder {out_dir}: Not a directory" in captured.err
+    assert "Training" not in captured.out
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root writes into a read-only folder anyway (CI runs as root); the test above "
+    "covers the same check with a folder under a regular file",
+)
+def test_read_only_output_dir_fails_before_training(isolated, capsys):
+    out_dir = isolated / "ro"
+    out_dir.mkdir(mode=0o555)
+    try:
+        status = mnist.main(["--dataset", "digits", "--output-dir", str(out_dir)])
+    finally:
+        out_dir.chmod(0o755)
+    assert status == 2
+    assert "Permission denied" in capsys.readouterr().err
+
+
+def _strict_json(path: Path):
+    def refuse(constant):
+        raise AssertionError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    path = tmp_path / "metrics.json"
+    nan, inf = float("nan"), float("inf")
+    mnist_support.write_json(path, {"a": nan, "b": [1.5, inf], "c": {"d": -inf, "e": 2}})
+    assert _strict_json(path) == {"a": None, "b": [1.5, None], "c": {"d": None, "e": 2}}
+
+
+def test_diverged_run_writes_valid_json(isolated, capsys):
+    out_dir = isolated / "out"
+    status, _, _ = _run(
+        capsys,
+        *["--dataset", "digits", "--model", "mlp", "--learning-rate", "1e30", "--epochs", "1"],
+        *["--max-steps", "3", "--schedule", "constant", "--output-dir", str(out_dir)],
+    )
+    assert status == 0
+    (epoch,) = _strict_json(out_dir / "metrics.json")["epochs"]
+    assert epoch["test_loss"] is None  # NaN, written as null
+
+
+def test_concurrent_writers_never_leave_a_broken_file(tmp_path):
+    # A fixed temporary name made two runs into one folder corrupt metrics.json and crash.
+    path = tmp_path / "metrics.json"
+    payloads = [{"writer": i, "rows": [i] * 20_000} for i in range(4)]
+    mnist_support.write_json(path, payloads[0])
+    failures: list[BaseException] = []
+
+    def write(i):
+        try:
+            for _ in range(40):
+                mnist_support.write_json(path, payloads[i])
+        except BaseException as err:  # reported by the main thread
+            failures.append(err)
+
+    def read():
+        try:
+            for _ in range(200):
+                assert _strict_json(path) in payloads
+        except BaseException as err:  # reported by the main thread
+            failures.append(err)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    threads += [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [], failures[:3]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary files left
+
+
+def _tiny_metrics(test_accuracy: float) -> dict:
+    config = {"label_smoothing": 0.1, "model": "cnn", "loss": "jaxloss", "learning_rate": 1e-3}
+    config |= {"schedule": "cosine", "batch_size": 128}
+    dataset = {"title": "Fashion-MNIST", "train_examples": 60000, "test_examples": 10000}
+    row = {"epoch": 1}
+    for kind, acc in (("running", 0.5), ("train", 0.86), ("test", test_accuracy)):
+        row |= {f"{kind}_loss": 1 - acc, f"{kind}_accuracy": acc}
+    return {"config": config, "dataset": dataset | {"train_eval_examples": 10000}, "epochs": [row]}
+
+
+def test_curves_png_is_replaced_not_rewritten_in_place(tmp_path):
+    # A reader that has the old file (here: a hard link to it) must never see it change.
+    png = tmp_path / "curves.png"
+    mnist_support.write_curves(png, _tiny_metrics(0.8))
+    old = png.read_bytes()
+    os.link(png, tmp_path / "old.png")
+    mnist_support.write_curves(png, _tiny_metrics(0.9))
+    assert (tmp_path / "old.png").read_bytes() == old
+    assert png.read_bytes() != old and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "old.png"]
+    assert png.stat().st_mode & 0o777 == 0o644
