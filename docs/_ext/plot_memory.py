@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import matplotlib.pyplot as plt
 
-import jaxloss  # noqa: E402
+import jaxloss
 
 V, D = 131072, 1024
 TOKENS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -57,9 +57,7 @@ def main() -> None:
     for (label, fn), colour in zip(impls.items(), ("tab:red", "tab:blue"), strict=True):
         figures = [compiled_gib(fn, n) for n in TOKENS]
         ax.plot(TOKENS, [a for _, a in figures], "o-", color=colour, label=f"{label}: total")
-        ax.plot(
-            TOKENS, [t for t, _ in figures], "s--", color=colour, label=f"{label}: temporaries"
-        )
+        ax.plot(TOKENS, [t for t, _ in figures], "s--", color=colour, label=f"{label}: temporaries")
         print(label, [f"{a:.2f}" for _, a in figures])
     ax.set_xscale("log", base=2)
     ax.set_yscale("log", base=2)

@@ -25,8 +25,10 @@ import tempfile
 from pathlib import Path
 
 VERSION = "3.2.2"
+# The registry's dist.integrity of the tarball (`npm view mathjax@VERSION dist.integrity`).
 INTEGRITY = (
-    "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw=="
+    "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+"
+    "UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw=="
 )
 DEST = Path(__file__).resolve().parent.parent / "javascripts" / "mathjax"
 # The bundle, the fonts it loads relative to itself, and the licence it is distributed under.
@@ -72,8 +74,7 @@ def fetch() -> None:
             members = [
                 m
                 for m in tar.getmembers()
-                if m.isfile()
-                and any(m.name.removeprefix("package/").startswith(w) for w in WANTED)
+                if m.isfile() and any(m.name.removeprefix("package/").startswith(w) for w in WANTED)
             ]
             for m in members:
                 target = DEST / m.name.removeprefix("package/")
