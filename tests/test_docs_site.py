@@ -176,10 +176,12 @@ _INSPECT = """
   const raw = math.filter(el => !el.querySelector("mjx-container"))
                   .map(el => el.textContent.trim().slice(0, 80));
   const text = document.querySelector("article") ? document.querySelector("article").innerText : "";
+  // Material makes a wide table scroll sideways (the table or its wrapper overflows): its
+  // last columns are then out of sight until the reader scrolls.
+  const overflows = el => el.scrollWidth > el.clientWidth + 1;
   const clipped = [...document.querySelectorAll("article table")]
-    .filter(t => t.closest(".md-typeset__scrollwrap, .md-typeset__table"))
-    .filter(t => t.getBoundingClientRect().width >
-                 document.querySelector("article").getBoundingClientRect().width + 1)
+    .filter(t => overflows(t) || (t.closest(".md-typeset__scrollwrap") &&
+                                  overflows(t.closest(".md-typeset__scrollwrap"))))
     .map(t => (t.querySelector("th, td") || t).innerText.trim().slice(0, 40));
   return {
     arithmatex: math.length,
