@@ -150,6 +150,15 @@ def test_docstring_markup_is_rewritten_for_mkdocs() -> None:
         "",
         "Args:",
     ]
+    names = frozenset({"cross_entropy"})
+    linked = ext.rst_math_to_markdown("Use ``cross_entropy`` or ``jaxloss.cross_entropy``.", names)
+    assert linked == (
+        "Use [`cross_entropy`][jaxloss.cross_entropy] or [`cross_entropy`][jaxloss.cross_entropy]."
+    )
+    assert ext.rst_math_to_markdown("``softmax`` and ``x``", names) == "``softmax`` and ``x``"
+    assert ext.rst_math_to_markdown(">>> ``cross_entropy``", names) == ">>> ``cross_entropy``"
+    plain = "Loss.\n\nIn plain text: l = lse(x) - x_y,\n  per example.\n\n.. math::\n\n    a\n"
+    assert ext.rst_math_to_markdown(plain).splitlines() == ["Loss.", "", "$$", "a", "$$"]
 
 
 def test_benchmark_hook_without_and_with_results(tmp_path: Path) -> None:

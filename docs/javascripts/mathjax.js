@@ -1,4 +1,5 @@
-// MathJax settings for pymdownx.arithmatex (generic mode), as in mkdocs-material's guide.
+// MathJax settings for pymdownx.arithmatex (generic mode). Loaded before the vendored bundle
+// (javascripts/mathjax/es5/tex-mml-chtml.js), which reads them when it starts.
 window.MathJax = {
   tex: {
     inlineMath: [["\\(", "\\)"]],
@@ -12,9 +13,17 @@ window.MathJax = {
   },
 };
 
+// Material emits document$ for the first page and, with instant navigation, for every page
+// swapped in without a reload. The first emission can come before the bundle has run (then
+// MathJax is still the settings object above and its startup typesets the page by itself), so
+// typeset again only once MathJax is really there.
 document$.subscribe(() => {
-  MathJax.startup.output.clearCache();
-  MathJax.typesetClear();
-  MathJax.texReset();
-  MathJax.typesetPromise();
+  const mj = window.MathJax;
+  if (!mj || !mj.startup || !mj.startup.output || typeof mj.typesetPromise !== "function") {
+    return;
+  }
+  mj.startup.output.clearCache();
+  mj.typesetClear();
+  mj.texReset();
+  mj.typesetPromise();
 });
