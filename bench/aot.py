@@ -181,6 +181,9 @@ def setup_environment(target: Target) -> None:
         os.environ["TPU_ACCELERATOR_TYPE"] = target.accelerator_type
         # Without it libtpu logs an error looking for the (absent) TPU workers' addresses.
         os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+        # libtpu takes a machine-wide lock (/tmp/libtpu_lockfile) to guard a TPU no process
+        # opens here: without this, two compiling processes (a benchmark and a test) collide.
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -454,6 +457,46 @@ def _us(s: float | None) -> str:
     return "–" if s is None else f"{s * 1e6:.0f}"
 
 
+#: Between the summary and the per-function tables (docs/_ext/bench_hook.py folds the latter).
+DETAILS_MARKER = "<!-- aot-details -->"
+SUMMARY_SHAPES = ("lm-32k", "vocab-128k")
+
+
+def summary(rows: list[dict[str, Any]], time_col: str, gpu: bool) -> list[str]:
+    """jaxloss / its reference at the language-model shapes, one line per function and case."""
+    shapes = [s for s in SUMMARY_SHAPES if any(r["shape"] == s for r in rows)]
+    if not shapes:
+        return []
+    out = [
+        f"## Summary: {' and '.join(shapes)}, jaxloss / reference",
+        "",
+        f"| function | shape | dtype | mode | bytes/B | {time_col} | temp MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cases: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        if r["shape"] in shapes and r.get("role") in ("jaxloss", "reference"):
+            key = (r["function"], r["shape"], r["dtype"], r["mode"])
+            cases.setdefault(key, {})[r["role"]] = r
+    for (name, shape, dtype, mode), pair in cases.items():
+        mine, ref = pair.get("jaxloss"), pair.get("reference")
+        if mine is None or ref is None or "error" in mine or "error" in ref:
+            err = (mine or {}).get("error") or (ref or {}).get("error") or "missing"
+            out.append(f"| `{name}` | {shape} | {dtype} | {mode} | error: {err[:80]} | | |")
+            continue
+        t = "floor_s" if gpu else "est_s"
+        if mine.get("memory_only"):
+            cells = ["–", "–"]
+        else:
+            cells = [
+                f"{mine['bytes_per_B']:.2f} / {ref['bytes_per_B']:.2f}",
+                f"{_us(mine.get(t))} / {_us(ref.get(t))}",
+            ]
+        cells.append(f"{_mib(mine['temp_bytes'])} / {_mib(ref['temp_bytes'])}")
+        out.append(f"| `{name}` | {shape} | {dtype} | {mode} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     t = results["target"]
     v = results["versions"]
@@ -479,16 +522,22 @@ def markdown(results: dict[str, Any]) -> str:
             "gives no cost analysis ahead of time); **floor µs** is those bytes over the "
             "GPU's memory bandwidth, a lower bound, not an estimate."
             if gpu
-            else "the TPU compiler's `bytes accessed`; **est. µs** is its `optimal_seconds`."
+            else "the TPU compiler's `bytes accessed`, which counts every memory space: an "
+            "array small enough for on-chip memory may be copied there and re-read, and both "
+            "count (at 512×32000 a logsumexp shows 6·B; at 4096×32000, 2·B). **est. µs** is "
+            "the compiler's `optimal_seconds`."
         )
         + " **temp** is the compiled program's scratch memory; **kernels** the top-level "
         "kernels in the optimised HLO. value_and_grad is the float32 sum of the loss and its "
         "gradient w.r.t. the first argument. Loop bodies are counted once, so for "
-        "`linear_cross_entropy` only memory is shown.",
+        "`linear_cross_entropy` (against `cross_entropy(h @ w, y)`, gradients w.r.t. `h` and "
+        "`w`, at the shapes' model-step hidden size) only memory is shown.",
         "",
     ]
     time_col = "floor µs" if gpu else "est. µs"
     rows = results["rows"]
+    lines += summary(rows, time_col, gpu)
+    lines += [DETAILS_MARKER, ""]
     functions = list(dict.fromkeys(r["function"] for r in rows))
     for name in functions:
         lines += [f"## `{name}`", ""]
