@@ -598,6 +598,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--cache", default="bench/out/aot/cache", help="on-disk result cache")
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--render", action="store_true", help="only rewrite <target>.md from <target>.json"
+    )
     args = ap.parse_args(argv)
     args.shapes = args.shapes or list(shape_table.FULL)
     shape_table.get(args.shapes)
@@ -607,6 +610,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
+    if args.render:
+        out = Path(args.out) / f"{args.target}.json"
+        out.with_suffix(".md").write_text(markdown(json.loads(out.read_text())))
+        return 0
     ensure_aot_python(argv)
     target = TARGETS[args.target]
     setup_environment(target)
