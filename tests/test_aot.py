@@ -142,8 +142,10 @@ def test_no_more_bytes_or_scratch_than_the_reference(function, target, dtype, mo
     assert mine["temp_bytes"] <= ref["temp_bytes"] + slack, (describe(mine), describe(ref))
     if mine.get("memory_only"):
         return  # linear_cross_entropy loops over chunks: loop bodies count once in the bytes
-    # Bytes: per-row vectors (labels, losses, row statistics) are 0.003·B here; a pass is 1·B.
-    assert mine["bytes"] <= ref["bytes"] + 0.005 * b, (describe(mine), describe(ref))
+    # Bytes: a pass over the logits is 1·B. Per-row vectors (labels, losses, row statistics)
+    # are 0.0001·B here, and the partial sums of a row reduction XLA:GPU splits in two (128
+    # per row, written and read back) 0.008·B: slack of 1% of B, as for GPU scratch.
+    assert mine["bytes"] <= ref["bytes"] + 0.01 * b, (describe(mine), describe(ref))
 
 
 # --- integer-label cross-entropy on TPU v5e at the stated shapes -------------------------------
