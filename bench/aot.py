@@ -276,12 +276,12 @@ class Compiler:
             compiled = lowered.compile()
             out = {"lower_s": lower_s, "compile_s": time.perf_counter() - t1, "cached": False}
             self.compile_s += lower_s + out["compile_s"]
-        self.compile_s_all += out["lower_s"] + out["compile_s"]
             out.update(self._facts(compiled))
             self.compiled += 1
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(out))
+        self.compile_s_all += out["lower_s"] + out["compile_s"]
         self.memo[key] = out
         return out
 
