@@ -520,8 +520,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['compiled'] + results['cached']} programs, lowered and compiled in "
         f"{results.get('compile_s_all', results['compile_s']):.0f} s"
         + (
-            f" ({results['cached']} of them in an earlier run, taken from the cache; this run "
-            f"{results['compile_s']:.0f} s)"
+            f" ({results['cached']} taken from the cache: compiled by an earlier run, or the "
+            f"same program as another row; this run {results['compile_s']:.0f} s)"
             if results["cached"]
             else ""
         )
