@@ -14,6 +14,9 @@ inside the fusion, which on a CPU can cost more than its memory traffic.
 
 Passes = full reads + full writes. The fewest possible for value_and_grad is 2: read the logits
 once, write the gradient once.
+
+`kernels` / `kernel_summary` count bytes instead of passes, over every kernel whatever its size:
+the figure `bench/aot.py` reports for GPUs, whose compiler gives no cost analysis ahead of time.
 """
 
 from __future__ import annotations
