@@ -6,16 +6,18 @@ which holds libtpu and the CUDA plugin; this test venv must never import libtpu)
 accessed, the TPU compiler's estimated time and scratch memory are facts of the compilers, the
 same on every run for the pinned versions (pyproject's `aot` extra).
 
-Cases, sized so the file compiles in about 3 minutes on an idle 2-core machine (three compiler
-processes run side by side, about 200 programs at 0.3-2 s each):
+Cases, sized so the file runs in about 3 minutes on a 2-core machine: three compiler processes
+side by side, 196 programs, about 6.5 minutes of CPU (3.6 min wall, measured on the shared 2-core
+machine this was written on, with other jobs running):
 
 - Every public function against its reference (bench/aot.py's RECIPES) at `lm-32k`
   (4096×32000), f32 and bf16, forward and value_and_grad, on TPU v5e and H100: 4 × 23 programs
   per target. A real vocabulary, whose 32000 classes are not a multiple of the TPU's 128-lane
   tiles; per-row vectors (16 KiB) are far below one pass over the logits (250-500 MiB); and
-  the logits do not fit in on-chip memory. Smaller shapes would compile no faster, and on TPU
-  the compiler stages arrays under ~128 MiB in on-chip memory and its `bytes accessed` then
-  counts that copy and the on-chip re-reads (512×32000: 6·B for a logsumexp that reads 2·B).
+  the logits are too big for on-chip memory. Smaller shapes would compile no faster, and on
+  TPU the compiler may stage a small array in on-chip memory, and its `bytes accessed` then
+  counts that copy and the on-chip re-reads (512×32000, 62.5 MiB: 6·B for a logsumexp that
+  reads its input twice).
 - Integer-label cross-entropy and Optax at vocab-128k (2048×131072) too, the other shape the
   targets are stated for, on TPU v5e only (its compiler gives the estimated time): 12 programs.
 """
