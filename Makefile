@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install docs bench bench-quick
+.PHONY: demo test lint install docs bench bench-quick aot-env bench-aot
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,3 +37,21 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick --out bench/out/quick
+
+# Compilers for TPUs and NVIDIA GPUs, used without the devices (bench/aot.py, tests/test_aot.py).
+# One venv holds both (libtpu and the CUDA plugin coexist), apart from .venv.
+AOT_VENV := .venv-aot
+AOT_STAMP := $(AOT_VENV)/.installed
+AOT_TARGETS ?= tpu-v5e tpu-v6e h100
+
+$(AOT_STAMP): pyproject.toml
+	$(PY) -m venv $(AOT_VENV)
+	$(AOT_VENV)/bin/pip install -q --upgrade pip
+	$(AOT_VENV)/bin/pip install -q -e '.[aot]'
+	touch $(AOT_STAMP)
+
+aot-env: $(AOT_STAMP)
+
+bench-aot: $(AOT_STAMP)
+	set -e; for t in $(AOT_TARGETS); do \
+	  $(AOT_VENV)/bin/python -m bench --target $$t --out docs/bench/aot; done

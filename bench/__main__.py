@@ -1,6 +1,12 @@
-"""`python -m bench [--quick] [--out DIR] [--allocator default|tcmalloc|both] ...`."""
+"""`python -m bench [--quick] [--out DIR] [--allocator default|tcmalloc|both] ...`: time on this
+machine. `python -m bench --target tpu-v5e|tpu-v6e|h100 ...`: compile for an accelerator without
+one and report the compiler's figures (`bench/aot.py`)."""
 
-from bench.runner import main
+import sys
 
 if __name__ == "__main__":
+    if any(a == "--target" or a.startswith("--target=") for a in sys.argv[1:]):
+        from bench.aot import main
+    else:
+        from bench.runner import main
     raise SystemExit(main())

@@ -14,6 +14,9 @@ inside the fusion, which on a CPU can cost more than its memory traffic.
 
 Passes = full reads + full writes. The fewest possible for value_and_grad is 2: read the logits
 once, write the gradient once.
+
+`kernels` / `kernel_summary` count bytes instead of passes, over every kernel whatever its size:
+the figure `bench/aot.py` reports for GPUs, whose compiler gives no cost analysis ahead of time.
 """
 
 from __future__ import annotations
@@ -266,6 +269,153 @@ def _fusion_details_indexed(
         if i.op in _TRANSCENDENTAL and n in elements(i.shape)
     ]
     return partial, in_place, trans
+
+
+# --- bytes per kernel, for targets whose compiler gives no cost analysis (XLA:GPU AOT) -----
+
+_BYTES = {
+    "pred": 1, "s4": 1, "u4": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4,
+    "s64": 8, "u64": 8, "f16": 2, "bf16": 2, "f32": 4, "f64": 8, "c64": 8, "c128": 16,
+}  # fmt: skip
+#: Top-level ops that launch no kernel of their own: plumbing, aliases and async bookkeeping.
+_NO_KERNEL = _SKIP | _CONTROL | {"copy-done", "send-done", "recv-done", "all-reduce-done"}
+
+
+def nbytes(shape: str) -> int:
+    """Bytes of every array in a (possibly tuple) shape string; f8/f4 kinds count one byte."""
+    total = 0
+    for dtype, dims in _ARRAY.findall(shape):
+        n = math.prod(int(d) for d in dims.split(",") if d)
+        total += n * _BYTES.get(dtype, 1)
+    return total
+
+
+@dataclass
+class Kernel:
+    instr: Instr
+    computation: str
+    read: int  # bytes
+    written: int
+
+
+def _partial_read_bytes(comp: Computation, param: str) -> int:
+    """Bytes a fusion reads of `param` when only gathers/slices of it (through elementwise ops)
+    are used: the sizes of those partial reads, found by walking the users."""
+    users: dict[str, list[Instr]] = {}
+    for i in comp.instrs:
+        for o in i.operands:
+            users.setdefault(o, []).append(i)
+    total, todo, seen = 0, [param], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for u in users.get(name, []):
+            if u.op in _PARTIAL_READERS and u.operands[0] == name:
+                total += nbytes(u.shape)
+            elif u.op in _IN_PLACE and u.operands[0] == name:
+                continue  # the buffer updated in place: not read
+            else:
+                todo.append(u.name)
+    return total
+
+
+def kernels(text: str) -> list[Kernel]:
+    """Every kernel an optimised HLO module launches, with the bytes it reads and writes.
+
+    A kernel is a top-level op of the entry computation, or of the body of a while/call/
+    conditional it runs (each body counted once, not per trip, as XLA's own cost analysis does),
+    other than plumbing (parameters, tuples, get-tuple-element, bitcasts, constants). It reads
+    its operands and writes its output, except that an operand read only through a gather or
+    slice counts the bytes gathered, and the operand a scatter/dynamic-update-slice updates in
+    place counts neither as read nor as rewritten: only the update is written.
+    """
+    comps = parse_module(text)
+    entry = next(c for c in comps.values() if c.entry)
+    todo, seen, out = [entry], set(), []
+    while todo:
+        comp = todo.pop(0)
+        if comp.name in seen:
+            continue
+        seen.add(comp.name)
+        shapes = {i.name: i.shape for i in comp.instrs}
+        for ins in comp.instrs:
+            if ins.op in _CONTROL:
+                for key in (
+                    "body",
+                    "condition",
+                    "to_apply",
+                    "calls",
+                    "branch_computations",
+                    "true_computation",
+                    "false_computation",
+                ):
+                    todo += [comps[c] for c in _called(ins.attrs, key) if c in comps]
+                continue
+            if ins.op in _NO_KERNEL:
+                continue
+            op_bytes = [nbytes(shapes.get(o, "")) for o in ins.operands]
+            written = nbytes(ins.shape)
+            if ins.op == "fusion":
+                fused = next((comps[c] for c in _called(ins.attrs, "calls") if c in comps), None)
+                if fused is not None:
+                    root = next((i for i in fused.instrs if i.root), None)
+                    for name, k in _param_index(fused).items():
+                        if k < len(op_bytes):
+                            part = _partial_read_bytes(fused, name)
+                            if part < op_bytes[k] and _only_partial(fused, name):
+                                op_bytes[k] = part
+                    if root is not None and root.op in _IN_PLACE:
+                        # The output aliases the updated operand: only the update is written.
+                        upd = root.operands[2 if root.op == "scatter" else 1]
+                        written = nbytes(_shape_of(fused, upd))
+            elif ins.op in _PARTIAL_READERS and op_bytes:
+                op_bytes[0] = written
+            elif ins.op in _IN_PLACE and op_bytes:
+                op_bytes[0] = 0
+                written = sum(op_bytes[2:]) if ins.op == "scatter" else op_bytes[1]
+            out.append(Kernel(ins, comp.name, sum(op_bytes), written))
+    return out
+
+
+def _shape_of(comp: Computation, name: str) -> str:
+    return next((i.shape for i in comp.instrs if i.name == name), "")
+
+
+def _only_partial(comp: Computation, param: str) -> bool:
+    users: dict[str, list[Instr]] = {}
+    for i in comp.instrs:
+        for o in i.operands:
+            users.setdefault(o, []).append(i)
+
+    def walk(name: str, depth: int) -> bool:
+        us = users.get(name, [])
+        if not us or depth > 50:
+            return False
+        for u in us:
+            if u.op in _PARTIAL_READERS and u.operands[0] == name:
+                continue
+            if u.op in _IN_PLACE and u.operands[0] == name:
+                continue
+            if u.root or u.op in ("reduce", "reduce-window", "dot", "convolution"):
+                return False
+            if not walk(u.name, depth + 1):
+                return False
+        return True
+
+    return walk(param, 0)
+
+
+def kernel_summary(text: str) -> dict[str, int]:
+    """Bytes accessed (read + written) and kernel count of an optimised HLO module."""
+    ks = kernels(text)
+    return {
+        "bytes_accessed": sum(k.read + k.written for k in ks),
+        "bytes_read": sum(k.read for k in ks),
+        "bytes_written": sum(k.written for k in ks),
+        "kernels": len(ks),
+    }
 
 
 def summarize(acc: list[Access]) -> dict[str, int]:

@@ -5,8 +5,10 @@ docs/bench. This hook replaces the `<!-- bench-results -->` marker of benchmarks
 table (its headings moved one level down, under the page's own title) and the plots, each with
 a caption. The table's "jaxloss targets" section, the project's internal goals, stays in
 `table.md` for the developers and is left off the page. When nothing has been written yet, it
-puts a note in their place instead. A page that linked the plots directly would fail
-`mkdocs build --strict` on a checkout without results.
+puts a note in their place instead. Likewise `<!-- bench-aot -->` becomes the accelerator
+tables of `make bench-aot` (docs/bench/aot/), each target's summary shown and its per-function
+tables folded. A page that linked the plots directly would fail `mkdocs build --strict` on a
+checkout without results.
 """
 
 from __future__ import annotations
@@ -78,7 +80,44 @@ def results_markdown(docs_dir: Path) -> str:
     return '<div class="bench-results" markdown="1">\n\n' + "\n\n".join(parts) + "\n\n</div>"
 
 
+# --- accelerators, compiled without them (`make bench-aot`, bench/aot.py) ---------------------
+
+AOT_MARKER = "<!-- bench-aot -->"
+AOT_DIR = "bench/aot"
+#: Shown in this order; any other target found in docs/bench/aot/ follows.
+AOT_ORDER = ("tpu-v5e", "tpu-v6e", "h100")
+#: bench/aot.py writes it between a table's summary and its per-function tables.
+AOT_DETAILS = "<!-- aot-details -->"
+
+
+def aot_markdown(docs_dir: Path) -> str:
+    folder = docs_dir / AOT_DIR
+    tables = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    if not tables:
+        return (
+            '!!! note "No accelerator tables in this build"\n'
+            "    `docs/bench/aot/` is empty: run `make aot-env && make bench-aot` to fill it."
+        )
+    rank = {name: k for k, name in enumerate(AOT_ORDER)}
+    tables.sort(key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+    parts = []
+    for table in tables:
+        text = _demote(_demote(table.read_text("utf-8")))  # under the page's "##" section
+        summary, _, details = text.partition(AOT_DETAILS)
+        parts.append(f"*From `docs/{AOT_DIR}/{table.name}`.*\n\n" + summary.strip())
+        if details.strip():
+            body = "\n".join(("    " + line) if line else "" for line in details.splitlines())
+            parts.append(f'??? note "Every case, {table.stem}"\n\n' + body.rstrip())
+        raw = table.with_suffix(".json")
+        if raw.is_file():
+            parts.append(f"The raw figures: [{raw.name}]({AOT_DIR}/{raw.name}).")
+    return "\n\n".join(parts)
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, **kwargs: Any) -> str:
-    if MARKER not in markdown:
-        return markdown
-    return markdown.replace(MARKER, results_markdown(Path(config["docs_dir"])))
+    docs_dir = Path(config["docs_dir"])
+    if MARKER in markdown:
+        markdown = markdown.replace(MARKER, results_markdown(docs_dir))
+    if AOT_MARKER in markdown:
+        markdown = markdown.replace(AOT_MARKER, aot_markdown(docs_dir))
+    return markdown
