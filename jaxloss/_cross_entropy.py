@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
 from jax.custom_derivatives import SymbolicZero
+from jax.typing import ArrayLike
 
 from jaxloss import _checks, _impl, _xla_cpu
 from jaxloss._softmax import finite_log_sum, max_and_log_sum, shift_and_log_sum
@@ -269,7 +270,9 @@ def _dense_ce_jvp(primals, tangents):
     loss, stats = _dense_forward(x, t, mask)
     if tx is None and tt is None:
         return loss, jnp.zeros_like(loss)
-    return loss, jax.checkpoint(_dense_tangent)(x, t, mask, stats, tx, tt)
+    # No optimization barrier (prevent_cse): XLA may then fuse the gradient pass with the
+    # forward loss pass, which reads the same logits and targets (GPU: 6·B, not 7·B).
+    return loss, jax.checkpoint(_dense_tangent, prevent_cse=False)(x, t, mask, stats, tx, tt)
 
 
 _dense_ce.defjvp(_dense_ce_jvp, symbolic_zeros=True)
@@ -298,7 +301,7 @@ def _batch_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, An
     return example_mask, class_mask
 
 
-def _class_weights(class_weights: Any, k: int, name: str, shape: tuple, fn: str) -> Any:
+def _class_weights(class_weights: Any, k: int, name: str, shape: tuple, fn: str) -> Array | None:
     """Checked `class_weights` [K] as a constant (not differentiated), or None."""
     if class_weights is None:
         return None
@@ -349,7 +352,12 @@ def _prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=Non
 
 
 def softmax_cross_entropy_with_integer_labels(
-    logits: Any, labels: Any, axis: Any = -1, where: Any = None, *, check_labels: bool = False
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    *,
+    check_labels: bool = False,
 ) -> Array:
     r"""Softmax cross-entropy against integer class labels (a drop-in for Optax's).
 
@@ -391,14 +399,14 @@ def softmax_cross_entropy_with_integer_labels(
 
 
 def cross_entropy(
-    logits: Any,
-    labels: Any,
-    axis: Any = -1,
-    where: Any = None,
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     *,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
-    class_weights: Any = None,
+    class_weights: ArrayLike | None = None,
     z_loss: float = 0.0,
     logit_softcap: float | None = None,
     reduction: str = "none",
@@ -412,9 +420,10 @@ def cross_entropy(
     .. math::
         \ell = (1-\varepsilon)\, w_y (\mathrm{lse} - x_y)
              + \frac{\varepsilon}{K'} \sum_j w_j (\mathrm{lse} - x_j)
-             + z\,\mathrm{lse}^2
+             + \lambda_z\,\mathrm{lse}^2
 
-    where :math:`K'` counts the classes left in by ``where``.
+    where :math:`K'` counts the classes left in by ``where`` and :math:`\lambda_z` is
+    ``z_loss``.
 
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
@@ -427,7 +436,8 @@ def cross_entropy(
         label_smoothing: ε in [0, 1], PyTorch's formula.
         class_weights: ``[K]`` weights; each example is weighted by its label's weight and
             ``"mean"`` divides by the sum of those weights over valid examples (PyTorch).
-        z_loss: coefficient of the auxiliary ``z·lse²`` term (per valid example, unweighted).
+        z_loss: :math:`\lambda_z`, the weight of PaLM's auxiliary ``λ_z·lse²`` term (per valid
+            example, not class-weighted).
         logit_softcap: if set to ``c``, logits are replaced by ``c·tanh(x/c)`` first.
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (0 when nothing is valid) or
             ``"sum_and_count"``, which returns ``(sum, count)`` with ``count`` the ``"mean"``
@@ -440,13 +450,21 @@ def cross_entropy(
         for ``"sum_and_count"``; float32 for bf16/f16 logits.
 
     Numerics:
-        Computed in float32 for bf16/f16 logits; gradient is the hand-derived
-        ``A·softmax(x) − t`` with the true-class ``p_y − 1`` free of cancellation. The label
-        is kept out of the row's sum, so the loss ``log1p(Σ_{j≠y} e^{x_j − x_y})`` of a
-        confident correct row is exact to rounding. For float32 logits the backward pass keeps
-        ``exp(x − max)`` (as Optax does) and scales it in place; for bf16/f16 logits of more
-        than 2^22 elements it keeps only per-row scalars and recomputes ``exp`` from them.
+        Computed in float32 for bf16/f16 logits; the gradient is the hand-derived
+        ``A·softmax(x) − w⊙t`` with ``A = Σ_j w_j t_j + 2·λ_z·lse``, and the true-class
+        ``p_y − 1`` free of cancellation. The label is kept out of the row's sum, so the loss
+        ``log1p(Σ_{j≠y} e^{x_j − x_y})`` of a confident correct row is exact to rounding. On
+        GPU and TPU the loss reads the logits once and the gradient once more, keeping only
+        per-row numbers; on CPU the backward pass keeps ``exp(x − max)`` (as Optax does) and
+        scales it in place. Masked and ignored rows get gradient 0 whatever their logits; NaN
+        logits elsewhere give NaN.
         Out-of-range labels (other than ``ignore_index``) give NaN.
+
+    References:
+        Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016
+        (label smoothing). Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways",
+        2022, arXiv:2204.02311 (z-loss). Gemma Team, "Gemma 2: Improving Open Language Models
+        at a Practical Size", 2024, arXiv:2408.00118 (logit soft-capping).
 
     Examples:
         >>> import jax.numpy as jnp
@@ -469,26 +487,31 @@ def cross_entropy(
         logits, labels, axis, where, fn, check_labels, ignore_index
     )
     k = x.shape[-1]
-    class_weights = _class_weights(class_weights, k, "logits", np.shape(logits), fn)
+    cw = _class_weights(class_weights, k, "logits", np.shape(logits), fn)
     if logit_softcap is not None:
         cap = _static_float(logit_softcap, "logit_softcap", fn)
         if cap <= 0:
             raise ValueError(f"{fn}: `logit_softcap` must be positive, got {logit_softcap!r}.")
         xf = x.astype(_checks.compute_dtype(x.dtype))
         x = cap * jnp.tanh(xf / cap)
-    loss = _int_ce(eps, zl, x, labels, valid, class_mask, class_weights)
+    loss = _int_ce(eps, zl, x, labels, valid, class_mask, cw)
     count = None
     if reduction != "none":
         if class_mask is not None:
             valid = valid & jnp.any(class_mask, axis=-1)
         count = valid.astype(loss.dtype)
-        if class_weights is not None:
+        if cw is not None:
             safe = jnp.where((labels >= 0) & (labels < k), labels, 0)
-            count = jnp.where(valid, _checks.take(class_weights.astype(loss.dtype), safe), 0)
+            count = jnp.where(valid, _checks.take(cw.astype(loss.dtype), safe), 0)
     return _checks.reduce_loss(loss, count, reduction)
 
 
-def softmax_cross_entropy(logits: Any, labels: Any, axis: Any = -1, where: Any = None) -> Array:
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+) -> Array:
     r"""Softmax cross-entropy against one-hot or soft targets (a drop-in for Optax's).
 
     .. math::
@@ -533,13 +556,13 @@ def softmax_cross_entropy(logits: Any, labels: Any, axis: Any = -1, where: Any =
 
 
 def nll_loss(
-    log_probs: Any,
-    labels: Any,
-    axis: Any = -1,
-    where: Any = None,
+    log_probs: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
     *,
     ignore_index: int | None = None,
-    class_weights: Any = None,
+    class_weights: ArrayLike | None = None,
     reduction: str = "none",
     check_labels: bool = False,
 ) -> Array | tuple[Array, Array]:
@@ -585,16 +608,16 @@ def nll_loss(
     if class_mask is not None:
         raise ValueError(
             f"{fn}: `where` must be shaped like `labels` {labels.shape} (an example mask); got "
-            f"{np.shape(where)}. Mask classes in the `log_softmax` that produced `log_probs`."
+            f"{_checks._shape(where)}. Mask classes in the `log_softmax` that produced `log_probs`."
         )
     k = x.shape[-1]
     cdt = _checks.compute_dtype(x.dtype)
     in_range = (labels >= 0) & (labels < k)
     y = jnp.where(in_range, labels, 0)
     w = jnp.ones(labels.shape, cdt)
-    class_weights = _class_weights(class_weights, k, "log_probs", np.shape(log_probs), fn)
-    if class_weights is not None:
-        w = _checks.take(class_weights.astype(cdt), y)
+    cw = _class_weights(class_weights, k, "log_probs", np.shape(log_probs), fn)
+    if cw is not None:
+        w = _checks.take(cw.astype(cdt), y)
     # Gathered in the input's dtype, then converted: converting first would write a float32 copy.
     picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(cdt)
     loss = jnp.where(valid, -w * jnp.where(valid, picked, 0), 0)

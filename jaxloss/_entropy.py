@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
 from jaxloss import _checks
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
@@ -58,7 +59,13 @@ def _in_base(h: Array, base: Any, fn: str) -> Array:
     return h / math.log(b)
 
 
-def entropy(probs: Any, axis: Any = -1, where: Any = None, *, base: float | None = None) -> Array:
+def entropy(
+    probs: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    *,
+    base: float | None = None,
+) -> Array:
     r"""Shannon entropy of probability vectors, in nats (or in ``base``).
 
     .. math::
@@ -75,9 +82,14 @@ def entropy(probs: Any, axis: Any = -1, where: Any = None, *, base: float | None
         ``[...]`` entropies, float32 for bf16/f16 inputs.
 
     Numerics:
-        ``0·log 0 = 0`` in the value, and the gradient w.r.t. a zero probability is 0 (the
-        term is outside the support) rather than ``∞`` or NaN. Negative probabilities give
+        ``0·log 0 = 0`` in the value, and the gradient w.r.t. a zero probability is 0 by
+        convention (the term is outside the support; the one-sided derivative there is
+        ``+∞``), not ``∞`` or NaN. Negative probabilities give
         NaN. Bits are nats divided by ``ln 2``.
+
+    References:
+        Shannon, "A Mathematical Theory of Communication", Bell System Technical
+        Journal 27, 1948.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -93,7 +105,11 @@ def entropy(probs: Any, axis: Any = -1, where: Any = None, *, base: float | None
 
 
 def softmax_entropy(
-    logits: Any, axis: Any = -1, where: Any = None, *, base: float | None = None
+    logits: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    *,
+    base: float | None = None,
 ) -> Array:
     r"""Entropy of ``softmax(logits)``, computed from the logits without forming ``log 0``.
 
@@ -115,6 +131,10 @@ def softmax_entropy(
         ``-inf`` logits are classes of probability 0: they add nothing and get gradient 0.
         A confident row (``p_max`` near 1) keeps its small entropy to full relative precision,
         because ``log p_max = −log1p(r)`` is formed without rounding ``1 + r``.
+
+    References:
+        Shannon, "A Mathematical Theory of Communication", Bell System Technical
+        Journal 27, 1948.
 
     Examples:
         >>> import jax.numpy as jnp
@@ -159,7 +179,12 @@ def _softmax_entropy_rows_jvp(primals, tangents):
     return h, jnp.sum(g * jnp.where(live, tx, jnp.zeros_like(tx)), axis=-1)
 
 
-def kl_divergence(log_predictions: Any, targets: Any, axis: Any = -1, where: Any = None) -> Array:
+def kl_divergence(
+    log_predictions: ArrayLike,
+    targets: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+) -> Array:
     r"""Kullback-Leibler divergence ``KL(targets ‖ predictions)`` (a drop-in for Optax's).
 
     .. math::
@@ -182,6 +207,10 @@ def kl_divergence(log_predictions: Any, targets: Any, axis: Any = -1, where: Any
         whose default ``reduction="mean"`` divides by every element (N·K); its
         ``"batchmean"`` equals ``kl_divergence(...).mean()`` here.
 
+    References:
+        Kullback and Leibler, "On Information and Sufficiency", Annals of Mathematical
+        Statistics 22, 1951.
+
     Examples:
         >>> import jax.numpy as jnp
         >>> import jaxloss
@@ -200,7 +229,10 @@ def kl_divergence(log_predictions: Any, targets: Any, axis: Any = -1, where: Any
 
 
 def kl_divergence_with_log_targets(
-    log_predictions: Any, log_targets: Any, axis: Any = -1, where: Any = None
+    log_predictions: ArrayLike,
+    log_targets: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
 ) -> Array:
     r"""``KL(p ‖ q)`` with both distributions given as log-probabilities (a drop-in for Optax's).
 
@@ -219,6 +251,10 @@ def kl_divergence_with_log_targets(
     Numerics:
         A ``-inf`` log-target is a zero-probability class: it contributes 0 to the value and
         to both gradients, even where ``log q`` is ``-inf`` too (Optax gives NaN there).
+
+    References:
+        Kullback and Leibler, "On Information and Sufficiency", Annals of Mathematical
+        Statistics 22, 1951.
 
     Examples:
         >>> import jax.numpy as jnp

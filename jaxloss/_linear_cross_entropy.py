@@ -29,6 +29,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
+from jax.typing import ArrayLike
 
 from jaxloss._checks import (
     check_floating,
@@ -514,15 +515,15 @@ def _axis_size(mesh: Mesh, axis: AxisName) -> int:
 
 
 def linear_cross_entropy(
-    hidden: jax.Array,
-    weight: jax.Array,
-    labels: jax.Array,
-    where: jax.Array | None = None,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    labels: ArrayLike,
+    where: ArrayLike | None = None,
     *,
-    bias: jax.Array | None = None,
+    bias: ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
-    class_weights: jax.Array | None = None,
+    class_weights: ArrayLike | None = None,
     z_loss: float = 0.0,
     logit_softcap: float | None = None,
     reduction: str = "none",
@@ -601,6 +602,12 @@ def linear_cross_entropy(
         Reverse mode only: the rules are ``jax.custom_vjp``, so ``jax.jvp`` / ``jax.jacfwd``
         raise a ``TypeError``; use reverse mode, or the unfused ``cross_entropy``.
 
+    References:
+        Hsu et al., "Liger Kernel: Efficient Triton Kernels for LLM Training", 2024,
+        arXiv:2410.10989. Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models",
+        2024, arXiv:2411.09009. For the options: Szegedy et al. 2016 (label smoothing),
+        Chowdhery et al. 2022 (z-loss), Gemma Team 2024 (soft-capping); see ``cross_entropy``.
+
     Examples:
         >>> import jax, jax.numpy as jnp
         >>> import jaxloss
@@ -608,14 +615,14 @@ def linear_cross_entropy(
         >>> hidden = jax.random.normal(kh, (4, 8))
         >>> weight = jax.random.normal(kw, (8, 10)) / 3
         >>> labels = jnp.array([1, 0, 9, 3])
-        >>> loss = linear_cross_entropy(hidden, weight, labels)
+        >>> loss = jaxloss.linear_cross_entropy(hidden, weight, labels)
         >>> print(loss.shape, loss.dtype)
         (4,) float32
         >>> ref = -jnp.take_along_axis(
         ...     jax.nn.log_softmax(hidden @ weight), labels[:, None], axis=-1)[:, 0]
         >>> print(bool(jnp.allclose(loss, ref, atol=1e-5)))
         True
-        >>> mean = linear_cross_entropy(hidden, weight, labels, reduction="mean")
+        >>> mean = jaxloss.linear_cross_entropy(hidden, weight, labels, reduction="mean")
         >>> print(f"{mean:.4f} {jnp.mean(ref):.4f}")
         2.5167 2.5167
     """

@@ -1,9 +1,10 @@
 """Log-sum-exp, log-softmax and softmax, exact near probability 1, NaN in and NaN out.
 
-Every function here rests on one set of per-row numbers, `row_stats`: the row maximum `m`, the
-number `c` of entries equal to it, and `r = Σ_{x_j < m} exp(x_j − m)`, the mass below it. Then
+Every function here rests on one pair of per-row numbers, `row_stats`: the row maximum `m` and
+`t = (c − 1) + r`, where `c` counts the entries equal to `m` and `r = Σ_{x_j < m} exp(x_j − m)`
+is the mass below it. Then
 
-    log Σ_j exp(x_j) = m + log_s,    log_s = log1p((c − 1) + r),
+    log Σ_j exp(x_j) = m + log_s,    log_s = log1p(t),
 
 and two choices matter for precision:
 
@@ -14,7 +15,7 @@ and two choices matter for precision:
   is exact to rounding at any logit scale, while `exp(x − lse)` inherits the rounding of `lse`.
 
 The portable `row_stats` is one pass over the row: a single variadic reduction of
-(max, count, rest) triples, so the logits are read once (what TPU and GPU compile). XLA:CPU
+(max, rest) pairs, so the logits are read once (what TPU and GPU compile). XLA:CPU
 runs variadic reductions several times slower than plain ones, so on CPU the same numbers come
 from `jaxloss._xla_cpu.row_stats` (see `jaxloss._impl`).
 
@@ -30,49 +31,51 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array, lax
+from jax.typing import ArrayLike
 
 from jaxloss import _checks, _impl, _xla_cpu
 
 
 def _merge(a: tuple, b: tuple) -> tuple:
-    """Combine two (max, count at max, mass below max) triples; associative and commutative.
+    """Combine two (max, rest) pairs; associative and commutative.
 
-    One exp per merge: the smaller side is rescaled by exp(−|m₁ − m₂|). Equal maxima (−inf
-    included) add counts and masses without an exp, so −inf − −inf never occurs; a NaN maximum
-    fails both comparisons and makes the mass NaN.
+    `rest` is Σ exp(x_j − max) − 1: the count of entries at the maximum less one, plus the mass
+    below it. The maximum's own 1 is never added into it, so a confident row keeps every digit
+    of its small mass. One exp per merge: the smaller side is rescaled by exp(−|m₁ − m₂|). Equal
+    maxima (−inf included) add without an exp, so −inf − −inf never occurs; a NaN maximum fails
+    both comparisons and makes the rest NaN.
     """
-    m1, c1, r1 = a
-    m2, c2, r2 = b
+    m1, t1 = a
+    m2, t2 = b
     scale = jnp.exp(-jnp.abs(m1 - m2))
     same, first = m1 == m2, m1 > m2
-    c = jnp.where(same, c1 + c2, jnp.where(first, c1, c2))
-    r = jnp.where(same, r1 + r2, jnp.where(first, r1 + (c2 + r2) * scale, r2 + (c1 + r1) * scale))
-    return jnp.maximum(m1, m2), c, r
+    apart = jnp.where(first, t1 + (t2 + 1) * scale, t2 + (t1 + 1) * scale)
+    t = jnp.where(same, (t1 + t2) + 1, apart)
+    return jnp.maximum(m1, m2), t
 
 
-def one_pass_stats(xf: Array) -> tuple[Array, Array, Array]:
-    """The portable `row_stats`: one variadic reduction over the last axis."""
-    zero = jnp.zeros((), xf.dtype)
-    # An entry starts as (x, 1, 0); a −inf entry counts for nothing, so an all −inf row ends
-    # as (−inf, 0, 0) and its log_s is log1p(−1) = −inf.
-    count = (xf > -jnp.inf).astype(xf.dtype)
-    init = (jnp.array(-jnp.inf, xf.dtype), zero, zero)
-    m, c, r = lax.reduce((xf, count, jnp.zeros_like(xf)), init, _merge, (xf.ndim - 1,))
-    return m[..., None], c[..., None], r[..., None]
+def one_pass_stats(xf: Array) -> tuple[Array, Array]:
+    """The portable `row_stats`: one variadic reduction of (max, rest) pairs over the last axis."""
+    # An entry starts as (x, 0); a −inf entry as (−inf, −1), i.e. no mass at all, so an all −inf
+    # row ends as (−inf, −1) and its log_s is log1p(−1) = −inf.
+    rest = jnp.where(xf == -jnp.inf, -1.0, 0.0).astype(xf.dtype)
+    init = (jnp.array(-jnp.inf, xf.dtype), jnp.array(-1, xf.dtype))
+    m, t = lax.reduce((xf, rest), init, _merge, (xf.ndim - 1,))
+    return m[..., None], t[..., None]
 
 
-def row_stats(xf: Array) -> tuple[Array, Array, Array]:
-    """(m, c, r) per row of `xf` [..., K], each [..., 1]; see the module docstring.
+def row_stats(xf: Array) -> tuple[Array, Array]:
+    """(m, t) per row of `xf` [..., K], each [..., 1]: the maximum and Σ_j exp(x_j − m) − 1.
 
-    `m` is the shift the other functions subtract: the row maximum when it is finite, else 0
-    (an all −inf row stays −inf rather than becoming NaN; NaN and +inf rows are marked by
-    `r`/`log_s`, see `max_and_log_sum`).
+    `t` is formed without adding the maximum's own 1 (`(count at max − 1) + mass below`), so
+    `log_s = log1p(t)` is exact to rounding when the row is confident. NaN and +inf rows are
+    handled by `_log_sum_from_stats`.
     """
     return _impl.dispatch(one_pass_stats, _xla_cpu.row_stats, xf)
 
 
-def _log_sum_from_stats(m: Array, c: Array, r: Array) -> tuple[Array, Array]:
-    log_s = jnp.log1p((c - 1) + r)
+def _log_sum_from_stats(m: Array, t: Array) -> tuple[Array, Array]:
+    log_s = jnp.log1p(t)
     # +inf maximum: log-sum-exp is +inf (log_s = +inf, shift 0); NaN stays NaN through m.
     pinf = m == jnp.inf
     log_s = jnp.where(pinf, jnp.inf, log_s)
@@ -137,7 +140,12 @@ def _prepare(x: Any, axis: Any, where: Any, fn: str) -> tuple[Array, tuple, Arra
     return xf, axes, mask
 
 
-def logsumexp(x: Any, axis: Any = -1, where: Any = None, keepdims: bool = False) -> Array:
+def logsumexp(
+    x: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    keepdims: bool = False,
+) -> Array:
     r"""Log of the sum of exponentials, :math:`\log \sum_j e^{x_j}`, computed stably.
 
     .. math::
@@ -189,7 +197,9 @@ def _log_softmax_rows(x: Array) -> Array:
     return d - finite_log_sum(log_s)
 
 
-def log_softmax(x: Any, axis: Any = -1, where: Any = None) -> Array:
+def log_softmax(
+    x: ArrayLike, axis: int | tuple[int, ...] = -1, where: ArrayLike | None = None
+) -> Array:
     r"""Logarithm of the softmax, :math:`x_j - \operatorname{LSE}(x)`.
 
     .. math::
@@ -241,7 +251,9 @@ def _softmax_rows_jvp(primals, tangents):
 _softmax_rows.defjvp(_softmax_rows_jvp)
 
 
-def softmax(x: Any, axis: Any = -1, where: Any = None) -> Array:
+def softmax(
+    x: ArrayLike, axis: int | tuple[int, ...] = -1, where: ArrayLike | None = None
+) -> Array:
     r"""The softmax, :math:`e^{x_j} / \sum_k e^{x_k}`, a probability vector along ``axis``.
 
     .. math::

@@ -5,7 +5,7 @@ numbers as the portable kernels, spelled for how XLA:CPU fuses (each trick below
 `docs/cpu-tuning.md` gives the figures and the command that re-measures them):
 
 * Variadic reductions run several times slower than plain ones, so the row statistics are a max
-  pass and separate sums, not one (max, count, rest) reduction.
+  pass and separate sums, not one (max, rest) reduction.
 * A reduction whose producer is a `select` (or a `compare` feeding one) gets that producer
   written out as a full [..., K] buffer first, so "is this the label/the maximum" is asked
   with arithmetic: `min(|j − y|, 1)` over a float iota, `sign(m − x)`.
@@ -110,15 +110,16 @@ def _at_max(x: Array, m: Array) -> Array:
     return 1.0 - jnp.sign(m - x)
 
 
-def row_stats(cfg: CpuConfig, xf: Array) -> tuple[Array, Array, Array]:
-    """(m, c, r) as `_softmax.one_pass_stats` returns them: a max pass, then two sums.
+def row_stats(cfg: CpuConfig, xf: Array) -> tuple[Array, Array]:
+    """(m, t) as `_softmax.one_pass_stats` returns them: a max pass, then two sums.
 
-    Ties are found by exact equality with the maximum (`sign(m − x) = 0`), at any scale.
+    t = (c − 1) + r, with r the mass below the maximum and c the count of entries at it, found by
+    exact equality (`sign(m − x) = 0`) at any scale.
     """
     m = max_shift(xf, xf.dtype)
     r, m2 = row_sums(cfg, xf, m, _below_max)
     c, _ = row_sums(cfg, xf, m2, _at_max)
-    return m, c, r
+    return m, (c - 1) + r
 
 
 # ---------------------------------------------------------------------------------------------

@@ -327,7 +327,7 @@ FORMULAS: dict[str, Formula] = {
     ),
     "cross_entropy": Formula(
         r"\ell = (1-\varepsilon)\, w_y (\mathrm{lse} - x_y)"
-        r" + \frac{\varepsilon}{K'} \sum_j w_j (\mathrm{lse} - x_j) + z\,\mathrm{lse}^2",
+        r" + \frac{\varepsilon}{K'} \sum_j w_j (\mathrm{lse} - x_j) + \lambda_z\,\mathrm{lse}^2",
         _make_cross_entropy,
         _numpy_cross_entropy,
     ),
