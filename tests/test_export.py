@@ -1,0 +1,63 @@
+"""`jax.export` with a symbolic batch size, for CPU, TPU and CUDA at once, for every loss.
+
+Exporting for several platforms lowers both the portable and the XLA:CPU kernels (the
+per-platform choice stays in the exported program), so neither may make a size-based choice that
+needs a concrete batch. The exported program is then called here on two batch sizes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+
+import jaxloss
+
+K = 12
+W = np.linspace(0.5, 2.0, K).astype(np.float32)
+
+# name: (function, kinds of its arguments: "x" logits-like [b, K], "y" labels [b]).
+CASES = {
+    "logsumexp": (jaxloss.logsumexp, "x"),
+    "log_softmax": (jaxloss.log_softmax, "x"),
+    "softmax": (jaxloss.softmax, "x"),
+    "entropy": (lambda p: jaxloss.entropy(jax.nn.softmax(p)), "x"),
+    "softmax_entropy": (jaxloss.softmax_entropy, "x"),
+    "kl_divergence": (lambda a, b: jaxloss.kl_divergence(a, jax.nn.softmax(b)), "xx"),
+    "kl_divergence_with_log_targets": (jaxloss.kl_divergence_with_log_targets, "xx"),
+    "softmax_cross_entropy": (lambda a, b: jaxloss.softmax_cross_entropy(a, jax.nn.softmax(b)),
+                              "xx"),
+    "softmax_cross_entropy_with_integer_labels": (
+        jaxloss.softmax_cross_entropy_with_integer_labels, "xy"),
+    "cross_entropy": (lambda x, y: jaxloss.cross_entropy(
+        x, y, label_smoothing=0.1, class_weights=W, z_loss=1e-3, reduction="mean"), "xy"),
+    "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, reduction="sum"), "xy"),
+}  # fmt: skip
+
+
+def test_every_public_function_is_exported_here():
+    # linear_cross_entropy's symbolic export is an open issue (its chunk size needs the count).
+    assert set(CASES) == set(jaxloss.__all__) - {"linear_cross_entropy"}
+
+
+@pytest.mark.parametrize("mode", ["forward", "grad"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_symbolic_batch_export(name, mode):
+    f, kinds = CASES[name]
+    (b,) = export.symbolic_shape("b")
+    x_spec = jax.ShapeDtypeStruct((b, K), jnp.float32)
+    y_spec = jax.ShapeDtypeStruct((b,), jnp.int32)
+    specs = [x_spec if k == "x" else y_spec for k in kinds]
+    g = f if mode == "forward" else jax.grad(lambda a, *r: jnp.sum(f(a, *r)))
+    exported = export.export(jax.jit(g), platforms=("cpu", "tpu", "cuda"))(*specs)
+    assert exported.platforms == ("cpu", "tpu", "cuda")
+    rng = np.random.default_rng(0)
+    for n in (3, 8):
+        args = [
+            jnp.asarray(rng.normal(size=(n, K)), jnp.float32) if k == "x"
+            else jnp.asarray(rng.integers(0, K, size=n), jnp.int32)
+            for k in kinds
+        ]  # fmt: skip
+        np.testing.assert_allclose(exported.call(*args), g(*args), rtol=1e-6, atol=1e-7)
