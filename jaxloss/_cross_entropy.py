@@ -361,6 +361,8 @@ def softmax_cross_entropy_with_integer_labels(
 ) -> Array:
     r"""Softmax cross-entropy against integer class labels (a drop-in for Optax's).
 
+    In plain text: ℓᵢ = log Σ_j exp(x_ij) − x_{i,yᵢ}.
+
     .. math::
         \ell_i = -\log \operatorname{softmax}(x_i)_{y_i}
               = \log \sum_j e^{x_{ij}} - x_{i y_i}
@@ -416,6 +418,9 @@ def cross_entropy(
 
     With target :math:`t = (1-\varepsilon)\,\mathrm{onehot}(y) + \varepsilon/K'`, class
     weights :math:`w` and :math:`\mathrm{lse} = \log\sum_j e^{x_j}`:
+
+    In plain text: ℓ = (1−ε)·w_y·(lse − x_y) + (ε/K′)·Σ_j w_j·(lse − x_j) + λ_z·lse², lse = log
+    Σ_j exp(x_j).
 
     .. math::
         \ell = (1-\varepsilon)\, w_y (\mathrm{lse} - x_y)
@@ -514,6 +519,8 @@ def softmax_cross_entropy(
 ) -> Array:
     r"""Softmax cross-entropy against one-hot or soft targets (a drop-in for Optax's).
 
+    In plain text: ℓᵢ = −Σ_j t_ij · log softmax(xᵢ)_j.
+
     .. math::
         \ell_i = -\sum_j t_{ij} \log \operatorname{softmax}(x_i)_j
 
@@ -567,6 +574,8 @@ def nll_loss(
     check_labels: bool = False,
 ) -> Array | tuple[Array, Array]:
     r"""Negative log-likelihood of integer labels under given log-probabilities.
+
+    In plain text: ℓᵢ = −w_{yᵢ} · log q_{i,yᵢ}.
 
     .. math::
         \ell_i = -w_{y_i} \log q_{i y_i}

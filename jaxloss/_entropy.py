@@ -68,6 +68,8 @@ def entropy(
 ) -> Array:
     r"""Shannon entropy of probability vectors, in nats (or in ``base``).
 
+    In plain text: H(p) = −Σ_j p_j log p_j, with 0·log 0 = 0.
+
     .. math::
         H(p) = -\sum_j p_j \log p_j, \qquad 0 \log 0 = 0
 
@@ -112,6 +114,8 @@ def softmax_entropy(
     base: float | None = None,
 ) -> Array:
     r"""Entropy of ``softmax(logits)``, computed from the logits without forming ``log 0``.
+
+    In plain text: H(softmax(x)) = log Σ_k exp(x_k) − Σ_j softmax(x)_j · x_j.
 
     .. math::
         H(\operatorname{softmax}(x))
@@ -187,6 +191,8 @@ def kl_divergence(
 ) -> Array:
     r"""Kullback-Leibler divergence ``KL(targets ‖ predictions)`` (a drop-in for Optax's).
 
+    In plain text: KL(p‖q) = Σ_j p_j (log p_j − log q_j); terms with p_j = 0 are 0.
+
     .. math::
         \mathrm{KL}(p \,\|\, q) = \sum_j p_j (\log p_j - \log q_j), \qquad
         \text{terms with } p_j = 0 \text{ are } 0
@@ -235,6 +241,8 @@ def kl_divergence_with_log_targets(
     where: ArrayLike | None = None,
 ) -> Array:
     r"""``KL(p ‖ q)`` with both distributions given as log-probabilities (a drop-in for Optax's).
+
+    In plain text: KL(p‖q) = Σ_j exp(log p_j) · (log p_j − log q_j).
 
     .. math::
         \mathrm{KL}(p \,\|\, q) = \sum_j e^{\log p_j} (\log p_j - \log q_j)

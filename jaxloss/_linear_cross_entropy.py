@@ -540,6 +540,9 @@ def linear_cross_entropy(
     with ``logit_softcap``), class weights :math:`w`, smoothing :math:`\varepsilon` and
     :math:`L = \log\sum_j e^{z_j}`, the loss of a valid example with label :math:`y` is
 
+    In plain text: the cross-entropy of the logits z = hidden @ weight + bias, with lse L = log
+    Σ_j exp(z_j): ℓ = (1−ε)·w_y·(L − z_y) + (ε/V)·Σ_j w_j·(L − z_j) + λ_z·L².
+
     .. math::
 
         \ell = (1 - \varepsilon)\, w_y\, (L - z_y)

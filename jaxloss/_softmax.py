@@ -148,6 +148,8 @@ def logsumexp(
 ) -> Array:
     r"""Log of the sum of exponentials, :math:`\log \sum_j e^{x_j}`, computed stably.
 
+    In plain text: LSE(x) = m + log Σ_j exp(x_j − m), m = max_j x_j.
+
     .. math::
         \operatorname{LSE}(x) = m + \log\Big(\sum_j e^{x_j - m}\Big), \qquad m = \max_j x_j
 
@@ -202,6 +204,8 @@ def log_softmax(
 ) -> Array:
     r"""Logarithm of the softmax, :math:`x_j - \operatorname{LSE}(x)`.
 
+    In plain text: log softmax(x)_j = (x_j − m) − log Σ_k exp(x_k − m).
+
     .. math::
         \log \operatorname{softmax}(x)_j = (x_j - m) - \log \sum_k e^{x_k - m}
 
@@ -255,6 +259,8 @@ def softmax(
     x: ArrayLike, axis: int | tuple[int, ...] = -1, where: ArrayLike | None = None
 ) -> Array:
     r"""The softmax, :math:`e^{x_j} / \sum_k e^{x_k}`, a probability vector along ``axis``.
+
+    In plain text: softmax(x)_j = exp((x_j − m) − log Σ_k exp(x_k − m)).
 
     .. math::
         \operatorname{softmax}(x)_j = \exp\Big((x_j - m) - \log \sum_k e^{x_k - m}\Big)
