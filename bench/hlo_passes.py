@@ -174,11 +174,13 @@ def _param_index(comp: Computation) -> dict[str, int]:
     return out
 
 
-def accesses(text: str, n: int) -> list[Access]:
-    """The top-level ops of an HLO module that read or write `n`-element arrays."""
+def _ops(text: str):
+    """(computations, computation name, shapes by name, op) for each top-level op of an HLO
+    module: those of the entry computation and of the bodies of the while/call/conditional ops
+    it runs (each body once, not per trip), control-flow ops themselves left out."""
     comps = parse_module(text)
     entry = next(c for c in comps.values() if c.entry)
-    todo, seen, result = [entry], set(), []
+    todo, seen = [entry], set()
     while todo:
         comp = todo.pop(0)
         if comp.name in seen:
@@ -198,35 +200,42 @@ def accesses(text: str, n: int) -> list[Access]:
                 ):
                     todo += [comps[c] for c in _called(ins.attrs, key) if c in comps]
                 continue
-            if ins.op in _SKIP:
-                continue
-            acc = Access(ins)
-            partial_idx: set[int] = set()
-            in_place = False
-            if ins.op == "fusion":
-                for c in _called(ins.attrs, "calls"):
-                    if c in comps:
-                        fused = comps[c]
-                        idx = _param_index(fused)
-                        pp, in_place, acc.transcendental = _fusion_details_indexed(fused, n, idx)
-                        partial_idx = pp
-            elif ins.op in _PARTIAL_READERS:
-                partial_idx = {0}
-            elif ins.op in _IN_PLACE:
-                partial_idx, in_place = {0}, True
-            for k, o in enumerate(ins.operands):
-                if n in elements(shapes.get(o, "")):
-                    if k in partial_idx:
-                        acc.partial.append(f"read {o}")
-                    else:
-                        acc.reads += 1
-            outs = elements(ins.shape).count(n)
-            if in_place and outs:
-                acc.partial.append("write in place")
-            else:
-                acc.writes += outs
-            if acc.reads or acc.writes or acc.partial:
-                result.append(acc)
+            yield comps, comp.name, shapes, ins
+
+
+def accesses(text: str, n: int) -> list[Access]:
+    """The top-level ops of an HLO module that read or write `n`-element arrays."""
+    result = []
+    for comps, _, shapes, ins in _ops(text):
+        if ins.op in _SKIP:
+            continue
+        acc = Access(ins)
+        partial_idx: set[int] = set()
+        in_place = False
+        if ins.op == "fusion":
+            for c in _called(ins.attrs, "calls"):
+                if c in comps:
+                    fused = comps[c]
+                    idx = _param_index(fused)
+                    pp, in_place, acc.transcendental = _fusion_details_indexed(fused, n, idx)
+                    partial_idx = pp
+        elif ins.op in _PARTIAL_READERS:
+            partial_idx = {0}
+        elif ins.op in _IN_PLACE:
+            partial_idx, in_place = {0}, True
+        for k, o in enumerate(ins.operands):
+            if n in elements(shapes.get(o, "")):
+                if k in partial_idx:
+                    acc.partial.append(f"read {o}")
+                else:
+                    acc.reads += 1
+        outs = elements(ins.shape).count(n)
+        if in_place and outs:
+            acc.partial.append("write in place")
+        else:
+            acc.writes += outs
+        if acc.reads or acc.writes or acc.partial:
+            result.append(acc)
     return result
 
 
@@ -331,51 +340,31 @@ def kernels(text: str) -> list[Kernel]:
     slice counts the bytes gathered, and the operand a scatter/dynamic-update-slice updates in
     place counts neither as read nor as rewritten: only the update is written.
     """
-    comps = parse_module(text)
-    entry = next(c for c in comps.values() if c.entry)
-    todo, seen, out = [entry], set(), []
-    while todo:
-        comp = todo.pop(0)
-        if comp.name in seen:
+    out = []
+    for comps, comp_name, shapes, ins in _ops(text):
+        if ins.op in _NO_KERNEL:
             continue
-        seen.add(comp.name)
-        shapes = {i.name: i.shape for i in comp.instrs}
-        for ins in comp.instrs:
-            if ins.op in _CONTROL:
-                for key in (
-                    "body",
-                    "condition",
-                    "to_apply",
-                    "calls",
-                    "branch_computations",
-                    "true_computation",
-                    "false_computation",
-                ):
-                    todo += [comps[c] for c in _called(ins.attrs, key) if c in comps]
-                continue
-            if ins.op in _NO_KERNEL:
-                continue
-            op_bytes = [nbytes(shapes.get(o, "")) for o in ins.operands]
-            written = nbytes(ins.shape)
-            if ins.op == "fusion":
-                fused = next((comps[c] for c in _called(ins.attrs, "calls") if c in comps), None)
-                if fused is not None:
-                    root = next((i for i in fused.instrs if i.root), None)
-                    for name, k in _param_index(fused).items():
-                        if k < len(op_bytes):
-                            part = _partial_read_bytes(fused, name)
-                            if part < op_bytes[k] and _only_partial(fused, name):
-                                op_bytes[k] = part
-                    if root is not None and root.op in _IN_PLACE:
-                        # The output aliases the updated operand: only the update is written.
-                        upd = root.operands[2 if root.op == "scatter" else 1]
-                        written = nbytes(_shape_of(fused, upd))
-            elif ins.op in _PARTIAL_READERS and op_bytes:
-                op_bytes[0] = written
-            elif ins.op in _IN_PLACE and op_bytes:
-                op_bytes[0] = 0
-                written = sum(op_bytes[2:]) if ins.op == "scatter" else op_bytes[1]
-            out.append(Kernel(ins, comp.name, sum(op_bytes), written))
+        op_bytes = [nbytes(shapes.get(o, "")) for o in ins.operands]
+        written = nbytes(ins.shape)
+        if ins.op == "fusion":
+            fused = next((comps[c] for c in _called(ins.attrs, "calls") if c in comps), None)
+            if fused is not None:
+                root = next((i for i in fused.instrs if i.root), None)
+                for name, k in _param_index(fused).items():
+                    if k < len(op_bytes):
+                        part = _partial_read_bytes(fused, name)
+                        if part < op_bytes[k] and _only_partial(fused, name):
+                            op_bytes[k] = part
+                if root is not None and root.op in _IN_PLACE:
+                    # The output aliases the updated operand: only the update is written.
+                    upd = root.operands[2 if root.op == "scatter" else 1]
+                    written = nbytes(_shape_of(fused, upd))
+        elif ins.op in _PARTIAL_READERS and op_bytes:
+            op_bytes[0] = written
+        elif ins.op in _IN_PLACE and op_bytes:
+            op_bytes[0] = 0
+            written = sum(op_bytes[2:]) if ins.op == "scatter" else op_bytes[1]
+        out.append(Kernel(ins, comp_name, sum(op_bytes), written))
     return out
 
 
