@@ -55,7 +55,7 @@ def _label_out_stats(xm: Array, y: Array, rows: Array) -> tuple[Array, Array, Ar
     # written out in full (bf16 on TPU: +4×B bytes and a float32 [B, K] scratch).
     x_y = jnp.take_along_axis(xm, y, axis=-1).astype(cdt)
     j = lax.broadcasted_iota(y.dtype, xm.shape, xm.ndim - 1)
-    m_o, log_s_o = shift_and_log_sum(jnp.where(j == y, -jnp.inf, xm))
+    m_o, log_s_o = shift_and_log_sum(False, jnp.where(j == y, -jnp.inf, xm))
     m = jnp.maximum(m_o, x_y)
     s_o = jnp.exp(log_s_o)  # Σ_{j≠y} exp(x_j − m_o)
     r = jnp.where(s_o == 0, jnp.zeros_like(s_o), s_o * jnp.exp(m_o - m))
@@ -221,13 +221,13 @@ _int_ce.defjvp(_int_ce_jvp, symbolic_zeros=True)
 # Dense (one-hot or soft) targets.
 
 
-def _dense_forward(x, t, mask):
+def _dense_forward(x, t, mask, fused_rows=False):
     xf = x.astype(_checks.compute_dtype(x.dtype))
     tf = t.astype(xf.dtype)
     if mask is not None:
         xf = jnp.where(mask, xf, -jnp.inf)
         tf = jnp.where(mask, tf, 0)
-    m, d, log_s = max_and_log_sum(xf)
+    m, d, log_s = max_and_log_sum(xf, fused_rows)
     # −log q_j = log_s − d_j. A zero target contributes 0 even where q_j = 0 (0·log 0 = 0).
     neg_log_q = log_s - d
     loss = jnp.sum(jnp.where(tf != 0, tf * neg_log_q, 0), -1)
@@ -235,7 +235,7 @@ def _dense_forward(x, t, mask):
 
 
 def _dense_ce_impl(x, t, mask):
-    return _dense_forward(x, t, mask)[0]
+    return _dense_forward(x, t, mask, fused_rows=True)[0]
 
 
 _dense_ce = jax.custom_jvp(_dense_ce_impl)

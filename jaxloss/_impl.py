@@ -1,14 +1,16 @@
-"""Which implementation of a kernel runs: the portable one, or the one tuned for XLA:CPU.
+"""Which implementation of a kernel runs: the portable one, or one tuned for XLA:CPU or XLA:GPU.
 
-Every kernel has a portable implementation (what GPU and TPU compile, and the formula as
-written) and may have an XLA:CPU one (`jaxloss._xla_cpu`). `dispatch` picks between them with
+Every kernel has a portable implementation (what TPU compiles, and the formula as written) and
+may have an XLA:CPU one (`jaxloss._xla_cpu`) and an XLA:GPU one (`jaxloss._xla_gpu`, row
+statistics only). `dispatch` picks between them with
 `jax.lax.platform_dependent`, so the choice is made when the program is lowered for a platform,
 not when it is traced: a function jitted here and compiled for a TPU (or exported for several
 platforms) gets the portable kernel. XLA removes the branch that is not taken.
 
-Tests pin one implementation with `implementation("portable")` or
-`implementation("xla_cpu", config)`, which makes `dispatch` trace only that one (the choice is
-read at trace time: build a fresh jitted function inside the block).
+Tests pin one implementation with `implementation("portable")`,
+`implementation("xla_cpu", config)` or `implementation("xla_gpu", config)`, which makes
+`dispatch` trace only that one (the choice is read at trace time: build a fresh jitted function
+inside the block).
 """
 
 from __future__ import annotations
@@ -20,32 +22,40 @@ from typing import Any
 
 import jax
 
-from jaxloss._xla_cpu import CONFIG, CpuConfig
+from jaxloss import _xla_cpu, _xla_gpu
 
-IMPLEMENTATIONS = ("portable", "xla_cpu")
+IMPLEMENTATIONS = ("portable", "xla_cpu", "xla_gpu")
+_DEFAULT_CONFIGS = {"portable": None, "xla_cpu": _xla_cpu.CONFIG, "xla_gpu": _xla_gpu.CONFIG}
 
 _state = threading.local()
 
 
 @contextlib.contextmanager
-def implementation(name: str, config: CpuConfig | None = None) -> Iterator[None]:
-    """Trace only the `name` implementation inside the block (`config` for "xla_cpu")."""
+def implementation(name: str, config: Any = None) -> Iterator[None]:
+    """Trace only the `name` implementation inside the block, with `config` (a `CpuConfig` or
+    `GpuConfig`; the default one if None)."""
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
     old = getattr(_state, "forced", None)
-    _state.forced = (name, config or CONFIG)
+    _state.forced = (name, config or _DEFAULT_CONFIGS[name])
     try:
         yield
     finally:
         _state.forced = old
 
 
-def dispatch(portable: Callable, xla_cpu: Callable, *args: Any) -> Any:
-    """`portable(*args)` on every platform but CPU, `xla_cpu(config, *args)` on CPU."""
+def dispatch(portable: Callable, xla_cpu: Callable, *args: Any, xla_gpu: Callable | None = None):
+    """`portable(*args)` by default, `xla_cpu(config, *args)` on CPU, and on CUDA
+    `xla_gpu(config, *args)` where a GPU kernel is given."""
     forced = getattr(_state, "forced", None)
     if forced is not None:
         name, config = forced
-        return portable(*args) if name == "portable" else xla_cpu(config, *args)
-    return jax.lax.platform_dependent(
-        *args, cpu=lambda *a: xla_cpu(CONFIG, *a), default=lambda *a: portable(*a)
-    )
+        if name == "xla_cpu":
+            return xla_cpu(config, *args)
+        if name == "xla_gpu" and xla_gpu is not None:
+            return xla_gpu(config, *args)
+        return portable(*args)
+    branches = {"cpu": lambda *a: xla_cpu(_xla_cpu.CONFIG, *a)}
+    if xla_gpu is not None:
+        branches["cuda"] = lambda *a: xla_gpu(_xla_gpu.CONFIG, *a)
+    return jax.lax.platform_dependent(*args, default=lambda *a: portable(*a), **branches)

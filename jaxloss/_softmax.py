@@ -15,9 +15,11 @@ and two choices matter for precision:
   is exact to rounding at any logit scale, while `exp(x − lse)` inherits the rounding of `lse`.
 
 The portable `row_stats` is one pass over the row: a single variadic reduction of
-(max, rest) pairs, so the logits are read once (what TPU and GPU compile). XLA:CPU
-runs variadic reductions several times slower than plain ones, so on CPU the same numbers come
-from `jaxloss._xla_cpu.row_stats` (see `jaxloss._impl`).
+(max, rest) pairs, so the logits are read once (what TPU compiles, and GPU for long rows).
+XLA:CPU runs variadic reductions several times slower than plain ones, so on CPU the same
+numbers come from `jaxloss._xla_cpu.row_stats`; XLA:GPU fuses a max-then-sums normalization of
+a short row into one kernel, so short rows on GPU take `jaxloss._xla_gpu.row_stats` (see
+`jaxloss._impl`).
 
 NaN anywhere in a row gives NaN; a `+inf` entry gives a `+inf` log-sum-exp; a row that is all
 `-inf` (or fully masked) gives `-inf`, and its softmax is all zeros.
@@ -33,7 +35,7 @@ import numpy as np
 from jax import Array, lax
 from jax.typing import ArrayLike
 
-from jaxloss import _checks, _impl, _xla_cpu
+from jaxloss import _checks, _impl, _xla_cpu, _xla_gpu
 
 
 def _merge(a: tuple, b: tuple) -> tuple:
@@ -61,33 +63,33 @@ def one_pass_stats(xf: Array) -> tuple[Array, Array]:
     rest = jnp.where(xf == -jnp.inf, -1.0, 0.0).astype(xf.dtype)
     init = (jnp.array(-jnp.inf, xf.dtype), jnp.array(-1, xf.dtype))
     m, t = lax.reduce((xf, rest), init, _merge, (xf.ndim - 1,))
+    # An all −inf row shifts by 0 (the other kernels by the lowest finite number): x − m stays
+    # −inf there, not NaN.
+    m = jnp.where(m == -jnp.inf, jnp.zeros_like(m), m)
     return m[..., None], t[..., None]
 
 
-def row_stats(xf: Array) -> tuple[Array, Array]:
-    """(m, t) per row of `xf` [..., K], each [..., 1]: the maximum and Σ_j exp(x_j − m) − 1.
+def row_stats(xf: Array, fused_rows: bool = False) -> tuple[Array, Array]:
+    """(m, t) per row of `xf` [..., K], each [..., 1]: the shift and Σ_j exp(x_j − m) − 1.
 
-    `t` is formed without adding the maximum's own 1 (`(count at max − 1) + mass below`), so
-    `log_s = log1p(t)` is exact to rounding when the row is confident. NaN and +inf rows are
-    handled by `_log_sum_from_stats`.
+    `m` is the row maximum; for an all −inf row, a finite number (so `x − m` stays −inf) and
+    `t = −1`. `t` is formed without adding the maximum's own 1 (`(count at max − 1) + mass
+    below`), so `log_s = log1p(t)` is exact to rounding when the row is confident. A NaN in the
+    row makes `t` NaN; a `+inf` makes `m` +inf (`logsumexp` turns that into +inf).
+
+    `fused_rows`: the caller normalises the row right after (a softmax, without a gradient), the
+    pattern XLA:GPU fuses into one kernel for short rows; there the XLA:GPU kernel is used.
     """
-    return _impl.dispatch(one_pass_stats, _xla_cpu.row_stats, xf)
+    xla_gpu = (lambda cfg, x: _xla_gpu.row_stats(cfg, x, one_pass_stats)) if fused_rows else None
+    return _impl.dispatch(one_pass_stats, _xla_cpu.row_stats, xf, xla_gpu=xla_gpu)
 
 
-def _log_sum_from_stats(m: Array, t: Array) -> tuple[Array, Array]:
-    log_s = jnp.log1p(t)
-    # +inf maximum: log-sum-exp is +inf (log_s = +inf, shift 0); NaN stays NaN through m.
-    pinf = m == jnp.inf
-    log_s = jnp.where(pinf, jnp.inf, log_s)
-    shift = jnp.where(jnp.isfinite(m) | jnp.isnan(m), m, jnp.zeros_like(m))
-    return shift, log_s
+def _shift_and_log_sum_impl(fused_rows: bool, x: Array) -> tuple[Array, Array]:
+    m, t = row_stats(x.astype(_checks.compute_dtype(x.dtype)), fused_rows)
+    return m, jnp.log1p(t)
 
 
-def _shift_and_log_sum_impl(x: Array) -> tuple[Array, Array]:
-    return _log_sum_from_stats(*row_stats(x.astype(_checks.compute_dtype(x.dtype))))
-
-
-shift_and_log_sum = jax.custom_jvp(_shift_and_log_sum_impl)
+shift_and_log_sum = jax.custom_jvp(_shift_and_log_sum_impl, nondiff_argnums=(0,))
 """(m, log_s) of `x` [..., K] in any float dtype (computed in at least float32), each [..., 1]."""
 
 
@@ -97,31 +99,36 @@ def _lse_tangent(x: Array, m: Array, log_s: Array, tx: Array) -> Array:
 
 
 @shift_and_log_sum.defjvp
-def _shift_and_log_sum_jvp(primals, tangents):
+def _shift_and_log_sum_jvp(fused_rows, primals, tangents):
     # The shift is a constant (any shift gives the same log-sum-exp), and
     # d(log Σ exp(x − m)) = Σ softmax(x)·dx. Stating this keeps derivatives exact at ties. The
     # tangent is checkpointed: the backward pass reads the logits (in their own dtype) once more
-    # and keeps no softmax.
+    # and keeps no softmax. With a gradient the statistics are the one-pass ones everywhere.
+    del fused_rows
     (x,), (tx,) = primals, tangents
-    m, log_s = shift_and_log_sum(x)
+    m, log_s = shift_and_log_sum(False, x)
     return (m, log_s), (jnp.zeros_like(m), jax.checkpoint(_lse_tangent)(x, m, log_s, tx))
 
 
-def max_and_log_sum(x: Array) -> tuple[Array, Array, Array]:
+def max_and_log_sum(x: Array, fused_rows: bool = False) -> tuple[Array, Array, Array]:
     """For `x` of shape [..., K] (masked entries already -inf) return (m, d, log_s).
 
-    m: [..., 1], the row maximum, or 0 for a row with no finite maximum.
+    m: [..., 1], the shift (the row maximum, or a finite number for an all −inf row).
     d: [..., K], `x − m` in the compute dtype (at least float32).
-    log_s: [..., 1], `log Σ exp(d)`; −inf for a row that is entirely −inf, +inf for a row
-    holding +inf, NaN for a row holding NaN.
+    log_s: [..., 1], `log Σ exp(d)`; −inf for a row that is entirely −inf, NaN for a row
+    holding NaN (and for one holding +inf, on some kernels). `fused_rows`: see `row_stats`.
     """
-    m, log_s = shift_and_log_sum(x)
+    m, log_s = shift_and_log_sum(fused_rows, x)
     return m, x.astype(m.dtype) - m, log_s
 
 
 def finite_log_sum(log_s: Array) -> Array:
-    """`log_s` with the −inf of an all −inf row replaced by 0, so `d − log_s` stays −inf."""
-    return jnp.where(log_s == -jnp.inf, jnp.zeros_like(log_s), log_s)
+    """`log_s` with the −inf of an all −inf row replaced by 0, so `d − log_s` stays −inf.
+
+    Every other row has log_s ≥ 0 (its sum includes exp(0) = 1), so this is `max(log_s, 0)`:
+    arithmetic, not a select, which XLA:GPU keeps inside its fused row kernel; NaN stays NaN.
+    """
+    return jnp.maximum(log_s, 0.0)
 
 
 def _prepare(x: Any, axis: Any, where: Any, fn: str) -> tuple[Array, tuple, Array | None]:
@@ -179,7 +186,8 @@ def logsumexp(
     fn = "logsumexp"
     xf, axes, _ = _prepare(x, axis, where, fn)
     m, _, log_s = max_and_log_sum(xf)
-    out = (m + log_s)[..., 0]
+    # A +inf entry: the sum is +inf (the XLA:CPU/GPU kernels shift by it and get NaN).
+    out = jnp.where(m == jnp.inf, jnp.inf, m + log_s)[..., 0]
     if keepdims:
         shape = tuple(1 if a in axes else n for a, n in enumerate(np.shape(x)))
         out = out.reshape(shape)
@@ -195,7 +203,7 @@ def _restore(y: Array, x: Any, axes: tuple, mask: Array | None, fill: float) -> 
 def _log_softmax_rows(x: Array) -> Array:
     # Differentiated through `shift_and_log_sum`'s rule: d out = dx − Σ softmax·dx, with softmax
     # recomputed from the logits in the backward pass (nothing of size [..., K] is kept).
-    _, d, log_s = max_and_log_sum(x)
+    _, d, log_s = max_and_log_sum(x, fused_rows=True)
     return d - finite_log_sum(log_s)
 
 
@@ -238,17 +246,18 @@ def log_softmax(
     return _restore(_log_softmax_rows(xf), x, axes, mask, -jnp.inf)
 
 
-def _softmax_rows_impl(xf: Array) -> Array:
-    _, d, log_s = max_and_log_sum(xf)
+def _softmax_rows_impl(xf: Array, fused_rows: bool = True) -> Array:
+    _, d, log_s = max_and_log_sum(xf, fused_rows)
     return jnp.exp(d - finite_log_sum(log_s))
 
 
-_softmax_rows = jax.custom_jvp(_softmax_rows_impl)
+_softmax_rows = jax.custom_jvp(_softmax_rows_impl, nondiff_argnums=(1,))
 
 
-def _softmax_rows_jvp(primals, tangents):
+def _softmax_rows_jvp(fused_rows, primals, tangents):
+    del fused_rows
     (xf,), (tx,) = primals, tangents
-    p = _softmax_rows(xf)
+    p = _softmax_rows_impl(xf, False)
     return p, p * (tx - jnp.sum(p * tx, axis=-1, keepdims=True))
 
 
