@@ -415,13 +415,18 @@ def download(
     return paths
 
 
+def ensure_writable(folder: Path) -> None:
+    """Creates ``folder`` and proves it writable with a probe file; raises OSError if not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)
+
+
 def _prepare_cache(target: Path) -> None:
     """Creates ``target``, proves it writable, and removes temporary files of dead downloads."""
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=target, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
+        ensure_writable(target)
     except OSError as err:
         raise CacheNotWritableError(
             f"cannot write to the download folder {target}: {err.strerror or err} (a "

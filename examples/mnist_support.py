@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import mnist_data
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
@@ -112,10 +113,7 @@ def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
     """Creates ``path`` and proves it writable, before hours of training depend on it."""
     path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
+        mnist_data.ensure_writable(path)
     except OSError as err:
         raise OutputDirError(
             f"cannot write to the output folder {path}: {err.strerror or err}"
