@@ -156,13 +156,23 @@ def softmax_entropy(
     return _in_base(h, base, fn)
 
 
-def _softmax_entropy_rows_impl(x: Array, fused_rows: bool = True) -> Array:
+def _log_probs(x: Array, fused_rows: bool) -> tuple[Array, Array, Array]:
+    """(log p, live, safe): log softmax(x), where it is not −inf (NaN is live, so a NaN row gives
+    NaN), and log p with 0 where it is −inf."""
     _, d, log_s = max_and_log_sum(x, fused_rows)
     log_p = d - finite_log_sum(log_s)
-    live = log_p != -jnp.inf  # NaN is live: a NaN row gives NaN
-    safe = jnp.where(live, log_p, jnp.zeros_like(log_p))
+    live = log_p != -jnp.inf
+    return log_p, live, jnp.where(live, log_p, jnp.zeros_like(log_p))
+
+
+def _entropy_of(live: Array, safe: Array) -> Array:
     # 0 − Σ rather than −Σ: a one-hot row gives +0.0, not −0.0.
     return 0.0 - jnp.sum(jnp.where(live, jnp.exp(safe) * safe, jnp.zeros_like(safe)), axis=-1)
+
+
+def _softmax_entropy_rows_impl(x: Array, fused_rows: bool = True) -> Array:
+    _, live, safe = _log_probs(x, fused_rows)
+    return _entropy_of(live, safe)
 
 
 _softmax_entropy_rows = jax.custom_jvp(_softmax_entropy_rows_impl, nondiff_argnums=(1,))
@@ -175,11 +185,8 @@ def _softmax_entropy_rows_jvp(fused_rows, primals, tangents):
     # log p_max = −log1p(r) and H are both small and are added, not subtracted.
     (x,), (tx,) = primals, tangents
     del fused_rows  # with a gradient, the one-pass statistics (see `_softmax.row_stats`)
-    h = _softmax_entropy_rows_impl(x, False)
-    _, d, log_s = max_and_log_sum(x)
-    log_p = d - finite_log_sum(log_s)
-    live = log_p != -jnp.inf
-    safe = jnp.where(live, log_p, jnp.zeros_like(log_p))
+    _, live, safe = _log_probs(x, False)
+    h = _entropy_of(live, safe)
     g = jnp.where(live, -jnp.exp(safe) * (safe + h[..., None]), jnp.zeros_like(safe))
     return h, jnp.sum(g * jnp.where(live, tx, jnp.zeros_like(tx)), axis=-1)
 

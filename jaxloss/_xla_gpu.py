@@ -16,6 +16,8 @@ import dataclasses
 import jax.numpy as jnp
 from jax import Array
 
+from jaxloss._xla_cpu import max_shift
+
 
 @dataclasses.dataclass(frozen=True)
 class GpuConfig:
@@ -39,7 +41,7 @@ def row_stats(cfg: GpuConfig, xf: Array, portable) -> tuple[Array, Array]:
         return portable(xf)
     # Started from the lowest finite number, so an all −inf row shifts by it and stays −inf
     # without a select between the reductions (which would split XLA:GPU's fused kernel).
-    m = jnp.max(xf, axis=-1, keepdims=True, initial=jnp.finfo(xf.dtype).min)
+    m = max_shift(xf, xf.dtype)
     d = xf - m
     top = d == 0
     r = jnp.sum(jnp.where(top, 0.0, jnp.exp(d)), axis=-1, keepdims=True)
