@@ -7,6 +7,7 @@ message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -165,12 +166,18 @@ def classes_restore(x: jax.Array, axes: tuple[int, ...], shape: tuple[int, ...])
 
 
 def reduce_loss(
-    per_example: jax.Array, count: jax.Array | None, reduction: str
+    per_example: jax.Array,
+    count: jax.Array | None,
+    reduction: str,
+    valid: jax.Array | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
-    """Apply `reduction` to per-example losses.
+    """Apply `reduction` to per-example losses: the one definition of every loss's reductions.
 
-    `count` is the mean's denominator (number of valid examples, or the sum of their class
-    weights); `None` means every example counts once. A mean over a zero count is 0, not NaN.
+    `count` holds each example's share of the mean's denominator (1 or 0 for kept or dropped
+    examples, or the label's class weight); `None` means every example counts once. `valid`
+    marks the kept examples (default: those with a non-zero count). The mean is
+    Σ loss / Σ count whenever an example is kept, NaN or ±inf included (a NaN weight, or weights
+    summing to 0, as in PyTorch); 0 with gradient 0 only when no example is kept.
     """
     if reduction == "none":
         return per_example
@@ -183,6 +190,56 @@ def reduce_loss(
         return total
     if reduction == "sum_and_count":
         return total, n
-    # Double where: the untaken branch divides by 1, so neither value nor gradient is NaN.
-    safe = jnp.where(n > 0, n, 1)
-    return jnp.where(n > 0, total / safe, jnp.zeros_like(total))
+    if valid is None:
+        any_kept = n != 0 if count is None else jnp.any(count != 0)
+    else:
+        any_kept = jnp.any(valid)
+    # Double where: with nothing kept the untaken branch divides by 1, so no NaN reaches grad.
+    safe = jnp.where(any_kept, n, jnp.ones_like(n))
+    return jnp.where(any_kept, total / safe, jnp.zeros_like(total))
+
+
+def static_number(
+    value: Any,
+    name: str,
+    fn: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_inf: bool = False,
+) -> float:
+    """A scalar option as a Python float, checked at trace time: no traced value, no NaN, no
+    infinity (unless `allow_inf`), within [low, high] (or (low, high] with `low_open`)."""
+    try:
+        v = float(value)
+    except jax.errors.ConcretizationTypeError:
+        raise TypeError(
+            f"{fn}: `{name}` must be a concrete Python number (it is fixed at trace time), got "
+            f"a traced value with shape {_shape(value)}."
+        ) from None
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: `{name}` must be a number, got {value!r}.") from None
+    bad = math.isnan(v) or (math.isinf(v) and not allow_inf)
+    bad = bad or (low is not None and (v <= low if low_open else v < low))
+    bad = bad or (high is not None and v > high)
+    if bad:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        where = (
+            f"{'(' if low_open or low is None else '['}{lo}, {hi}{']' if high is not None else ')'}"
+        )
+        raise ValueError(
+            f"{fn}: `{name}` must be a finite number in {where}, got {value!r}."
+            if not allow_inf
+            else f"{fn}: `{name}` must be a number in {where}, got {value!r}."
+        )
+    return v
+
+
+def wide_labels(labels: jax.Array) -> jax.Array:
+    """Integer labels in a dtype at least as wide as int32, so comparing them with the number of
+    classes (or with -100) cannot wrap: int8 labels against K = 200 would."""
+    if jnp.iinfo(labels.dtype).bits < 32:
+        return labels.astype(jnp.int32)
+    return labels
