@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ from jax import Array, lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
-from jaxloss import _checks, _impl, _xla_cpu
+from jaxloss import _checks, _impl, _options, _xla_cpu
 from jaxloss._softmax import finite_log_sum, max_and_log_sum, shift_and_log_sum
 
 # A class "dominates" its row when its probability exceeds 3/4: only then can p − 1 cancel.
@@ -62,90 +62,91 @@ def _label_out_stats(xm: Array, y: Array, rows: Array) -> tuple[Array, Array, Ar
     return jnp.where(m == -jnp.inf, jnp.zeros_like(m), m), x_y, r, None
 
 
-def _int_rows(eps, zl, x, labels, valid, mask, class_w, stats_fn):
+class _Smooth(NamedTuple):
+    keep: Array  # [..., K] classes in the smoothing sum (left in by `where`, weight ≠ 0)
+    n_cls: Array  # [..., 1] K′, the classes left in
+    d: Array  # [..., K] x − m, 0 off `keep`
+    row: Array  # [..., K] ε·w_j/K′ on `keep`: the smoothing part of the target
+
+
+def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
     """Per-example loss and the per-row numbers the tangent needs, from a kernel's statistics.
 
     `stats_fn(xm, y, rows)` returns (m, x_y, r, e0) as `_label_out_stats` does (e0: a kernel's
-    own residual, or None). The rest, the options included, is the same for every kernel.
+    own residual, or None); `_options.label_rows` does the rest, the same for every kernel.
     """
     k = x.shape[-1]
     cdt = _checks.compute_dtype(x.dtype)
     xm = x if mask is None else jnp.where(mask, x, -jnp.inf)
     if mask is not None:
         valid = valid & jnp.any(mask, axis=-1)
-    in_range = (labels >= 0) & (labels < k)
-    y = jnp.where(in_range, labels, 0)[..., None]
+    y = y[..., None]
     m, x_y, r, e0 = stats_fn(xm, y, valid & in_range)
     d_y = x_y - m
-    log_s = jnp.log1p(jnp.expm1(d_y) + r)  # −inf only for a row that is entirely −inf
-    nll = log_s - d_y
-    w_y = jnp.ones_like(d_y) if class_w is None else _checks.take(class_w.astype(cdt), y)
-    c_lab = (1.0 - eps) * w_y
-    loss = c_lab * nll
-    a = c_lab
-    smooth = None
-    if eps:
-        xf = xm.astype(cdt)
+    w_y = None if class_w is None else _checks.take(class_w.astype(cdt), y)
+    smooth = sums = None
+    if opts.eps:
         # Class weights as a [1, ..., 1, K] row, so every broadcast against [..., K] is explicit.
-        row = (1,) * (xf.ndim - 1) + (k,)
+        row = (1,) * (xm.ndim - 1) + (k,)
         cw = jnp.ones(row, cdt) if class_w is None else class_w.astype(cdt).reshape(row)
         keep = (cw != 0) if mask is None else mask & (cw != 0)
         n_cls = jnp.asarray(k, cdt) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=cdt)
         n_cls = jnp.maximum(n_cls, 1)
+        d = jnp.where(keep, xm.astype(cdt) - m, 0)
+        smooth = _Smooth(keep, n_cls, d, jnp.where(keep, (opts.eps / n_cls) * cw, 0))
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
-        # Σ_j w_j (lse − x_j) = W·log_s − Σ_j w_j·d_j: shift-free, so exact at any offset.
-        wd = jnp.sum(jnp.where(keep, cw * (xf - m), 0), -1, keepdims=True)
-        loss = loss + (eps / n_cls) * (w_tot * log_s - wd)
-        a = a + eps * w_tot / n_cls
-        smooth = jnp.where(keep, (eps / n_cls) * cw, 0)
-    if zl:
-        lse = m + log_s
-        loss = loss + zl * lse**2
-        a = a + 2 * zl * lse
+        sums = (w_tot, jnp.sum(cw * d, -1, keepdims=True), n_cls)
     live = valid[..., None]
     bad = live & ~in_range[..., None]
-    nan = jnp.full_like(loss, jnp.nan)
-    loss = jnp.where(bad, nan, jnp.where(live, loss, 0))
-    a = jnp.where(bad, nan, jnp.where(live, a, 0))
-    c_lab = jnp.where(live, c_lab, 0)
-    # The row's sum Σ_j exp(x_j − m), label included, for p_j = exp(x_j − m)/s: one division,
-    # where exp(−log_s) would add log_s's rounding to every p_j. A fully masked row has s = 0 and
-    # A = 0; 1 keeps its gradient 0, not 0/0.
-    s_row = jnp.exp(d_y) + r
-    s_row = jnp.where(s_row > 0, s_row, jnp.ones_like(s_row))
-    # p_y − 1: by expm1 where p_y is near 1 (no cancellation), by one subtraction elsewhere.
-    p_y = jnp.exp(d_y) / s_row
-    g_y = a * jnp.where(p_y > 0.5, jnp.expm1(d_y - finite_log_sum(log_s)), p_y - 1.0)
-    g_y = jnp.where(live | bad, g_y + (a - c_lab), 0)
-    coef = jnp.where(live | bad, a / s_row, 0)
-    rows = (xm, y, m, coef, g_y, smooth, live | bad)
-    return loss[..., 0], rows, e0
+    loss, rows, nll, log_s = _options.label_rows(opts, m, d_y, r, w_y, live, bad, sums)
+    return loss[..., 0], (xm, y, rows, smooth), e0, (nll, log_s)
 
 
-def _finish_tangent(h: Array, smooth: Array | None, use: Array, tx: Array) -> Array:
+def _finish_tangent(h: Array, smooth: _Smooth | None, use: Array, tx: Array) -> Array:
     """Σ_j g_j·tx_j with g = h − smooth, 0 on rows not in use (even where their logits are NaN)."""
     if smooth is not None:
-        h = h - smooth
+        h = h - smooth.row
     h = jnp.where(use, h, jnp.zeros_like(h))
     return jnp.sum(h * tx.astype(h.dtype), -1)
 
 
-def _portable_tangent(rows, tx):
-    xm, y, m, coef, g_y, smooth, use = rows
+def _portable_tangent(res, tx):
+    xm, y, rows, smooth = res
     j = lax.broadcasted_iota(y.dtype, xm.shape, xm.ndim - 1)
-    h = jnp.where(j == y, g_y, coef * jnp.exp(xm.astype(coef.dtype) - m))
-    return _finish_tangent(h, smooth, use, tx)
+    h = jnp.where(j == y, rows.g_y, rows.coef * jnp.exp(xm.astype(rows.coef.dtype) - rows.m))
+    return _finish_tangent(h, smooth, rows.use, tx)
 
 
-def _portable_fwd(eps, zl, x, labels, valid, mask, class_w):
-    return _int_rows(eps, zl, x, labels, valid, mask, class_w, _label_out_stats)[0]
+def _weights_tangent(opts, res, aux, tcw):
+    """Tangent of the loss along the class weights: ∂ℓ/∂w_j = (1−ε)[j = y]·nll
+    + (ε/K′)·(log_s − (x_j − m)) on the classes left in."""
+    _, y, rows, smooth = res
+    nll, log_s = aux
+    tcw = tcw.astype(nll.dtype)
+    out = (1.0 - opts.eps) * _checks.take(tcw, y) * nll
+    if smooth is not None:
+        t_row = tcw.reshape((1,) * (smooth.d.ndim - 1) + (-1,))
+        term = jnp.where(smooth.keep, t_row * (log_s - smooth.d), 0)
+        out = out + (opts.eps / smooth.n_cls) * jnp.sum(term, -1, keepdims=True)
+    live = rows.use & ~jnp.isnan(rows.coef)  # bad rows' loss is NaN already
+    return jnp.where(live, out, 0)[..., 0]
 
 
-def _portable_jvp(eps, zl, x, labels, valid, mask, class_w, tx):
-    loss, rows, _ = _int_rows(eps, zl, x, labels, valid, mask, class_w, _label_out_stats)
+def _portable_fwd(opts, x, y, in_range, valid, mask, class_w):
+    return _int_rows(opts, x, y, in_range, valid, mask, class_w, _label_out_stats)[0]
+
+
+def _with_weights(opts, loss, t_loss, res, aux, tcw):
+    if tcw is None:
+        return loss, t_loss
+    return loss, t_loss + _weights_tangent(opts, res, aux, tcw)
+
+
+def _portable_jvp(opts, x, y, in_range, valid, mask, class_w, tx, tcw):
+    loss, res, _, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, _label_out_stats)
     # Checkpointed: the backward pass recomputes exp from the logits; only per-row numbers are
     # kept, and the logits are read once more and the gradient written once.
-    return loss, jax.checkpoint(_portable_tangent)(rows, tx)
+    return _with_weights(opts, loss, jax.checkpoint(_portable_tangent)(res, tx), res, aux, tcw)
 
 
 def _cpu_kernel(cfg, x, keep_exp):
@@ -154,63 +155,72 @@ def _cpu_kernel(cfg, x, keep_exp):
     return lambda xm, y, rows: _xla_cpu.label_stats(cfg, xm, y, rows, keep_exp)
 
 
-def _cpu_fwd(eps, zl, cfg, x, labels, valid, mask, class_w):
+def _cpu_fwd(opts, cfg, x, y, in_range, valid, mask, class_w):
     kernel = _cpu_kernel(cfg, x, False)
-    return _int_rows(eps, zl, x, labels, valid, mask, class_w, kernel)[0]
+    return _int_rows(opts, x, y, in_range, valid, mask, class_w, kernel)[0]
 
 
-def _cpu_recompute_tangent(rows, tx):
-    xm, y, m, coef, g_y, smooth, use = rows
-    return _finish_tangent(_xla_cpu.label_tangent(xm, y, m, coef, g_y), smooth, use, tx)
+def _cpu_recompute_tangent(res, tx):
+    xm, y, rows, smooth = res
+    h = _xla_cpu.label_tangent(xm, y, rows.m, rows.coef, rows.g_y)
+    return _finish_tangent(h, smooth, rows.use, tx)
 
 
-def _cpu_jvp(eps, zl, cfg, x, labels, valid, mask, class_w, tx):
+def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
     keep_exp = _xla_cpu.keeps_exp(cfg, x)
     kernel = _cpu_kernel(cfg, x, keep_exp)
-    loss, rows, e0 = _int_rows(eps, zl, x, labels, valid, mask, class_w, kernel)
+    loss, res, e0, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, kernel)
     if kernel is _label_out_stats:
-        return loss, jax.checkpoint(_portable_tangent)(rows, tx)
-    if e0 is None:
+        t_loss = jax.checkpoint(_portable_tangent)(res, tx)
+    elif e0 is None:
         # Large narrow logits: recompute exp from them; only per-row numbers are kept.
-        return loss, jax.checkpoint(_cpu_recompute_tangent)(rows, tx)
-    _, y, _, coef, g_y, smooth, use = rows
-    # exp(x − m) is already written: the backward pass scales it in place (one exp pass, the
-    # residual Optax keeps too); the label's entry is a gather of the tangent.
-    dense = _finish_tangent(coef * e0, smooth, use, tx)
-    tx_y = jnp.take_along_axis(tx, y, axis=-1).astype(g_y.dtype)
-    return loss, dense + jnp.where(use, g_y * tx_y, 0)[..., 0]
+        t_loss = jax.checkpoint(_cpu_recompute_tangent)(res, tx)
+    else:
+        _, y, rows, smooth = res
+        # exp(x − m) is already written: the backward pass scales it in place (one exp pass,
+        # the residual Optax keeps too); the label's entry is a gather of the tangent.
+        dense = _finish_tangent(rows.coef * e0, smooth, rows.use, tx)
+        tx_y = jnp.take_along_axis(tx, y, axis=-1).astype(rows.g_y.dtype)
+        t_loss = dense + jnp.where(rows.use, rows.g_y * tx_y, 0)[..., 0]
+    return _with_weights(opts, loss, t_loss, res, aux, tcw)
 
 
-def _int_ce_impl(eps, zl, x, labels, valid, mask, class_w):
+def _int_ce_impl(opts, x, y, in_range, valid, mask, class_w):
     return _impl.dispatch(
-        functools.partial(_portable_fwd, eps, zl),
-        functools.partial(_cpu_fwd, eps, zl),
+        functools.partial(_portable_fwd, opts),
+        functools.partial(_cpu_fwd, opts),
         x,
-        labels,
+        y,
+        in_range,
         valid,
         mask,
         class_w,
     )
 
 
-_int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0, 1))
+_int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0,))
 
 
-def _int_ce_jvp(eps, zl, primals, tangents):
-    x, labels, valid, mask, class_w = primals
-    tx = tangents[0]
+def _int_ce_jvp(opts, primals, tangents):
+    x, y, in_range, valid, mask, class_w = primals
+    tx, tcw = tangents[0], tangents[5]
+    tcw = None if isinstance(tcw, SymbolicZero) else tcw
     if isinstance(tx, SymbolicZero):
-        loss = _int_ce(eps, zl, x, labels, valid, mask, class_w)
-        return loss, jnp.zeros_like(loss)
+        if tcw is None:
+            loss = _int_ce(opts, x, y, in_range, valid, mask, class_w)
+            return loss, jnp.zeros_like(loss)
+        tx = jnp.zeros_like(x)
     return _impl.dispatch(
-        functools.partial(_portable_jvp, eps, zl),
-        functools.partial(_cpu_jvp, eps, zl),
+        functools.partial(_portable_jvp, opts),
+        functools.partial(_cpu_jvp, opts),
         x,
-        labels,
+        y,
+        in_range,
         valid,
         mask,
         class_w,
         tx,
+        tcw,
     )
 
 
@@ -282,17 +292,6 @@ _dense_ce.defjvp(_dense_ce_jvp, symbolic_zeros=True)
 # Argument handling shared by the public functions.
 
 
-def _static_float(value: Any, name: str, fn: str) -> float:
-    try:
-        return float(value)
-    except jax.errors.ConcretizationTypeError:
-        raise TypeError(
-            f"{fn}: `{name}` must be a concrete number (it is static), got a traced value."
-        ) from None
-    except (TypeError, ValueError):
-        raise TypeError(f"{fn}: `{name}` must be a number, got {value!r}.") from None
-
-
 def _batch_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, Any]:
     """Split `where` into an example mask [batch] and a class mask [batch, K] (either None)."""
     example_mask, class_mask = _checks.split_where(where, shape, axes, fn)
@@ -301,36 +300,11 @@ def _batch_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, An
     return example_mask, class_mask
 
 
-def _class_weights(class_weights: Any, k: int, name: str, shape: tuple, fn: str) -> Array | None:
-    """Checked `class_weights` [K] as a constant (not differentiated), or None."""
-    if class_weights is None:
-        return None
-    _checks.check_floating(class_weights, "class_weights", fn)
-    class_weights = jax.lax.stop_gradient(jnp.asarray(class_weights))
-    if class_weights.shape != (k,):
-        raise ValueError(
-            f"{fn}: `class_weights` must have shape ({k},) for {k} classes ({name} of shape "
-            f"{shape}), got {class_weights.shape}."
-        )
-    return class_weights
-
-
-def _check_labels_callback(labels: Array, ok: Array, num_classes: int, fn: str) -> None:
-    def report(labels, ok):
-        bad = np.argwhere(~np.asarray(ok))
-        if bad.size:
-            pos = tuple(int(i) for i in bad[0])
-            raise ValueError(
-                f"{fn}: label {int(np.asarray(labels)[pos])} at position {pos} is outside "
-                f"[0, {num_classes}) ({len(bad)} bad label(s) in all)."
-            )
-
-    jax.debug.callback(report, labels, ok)
-
-
 def _prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=None):
-    _checks.check_floating(logits, "logits", fn)
+    """(x [..., K], y, in_range, valid, class mask): the checked inputs of an integer-label loss."""
+    _checks.check_floating(logits, "logits" if fn != "nll_loss" else "log_probs", fn)
     _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
+    ignore_index = _options.check_ignore_index(ignore_index, fn)
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
     axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
@@ -343,12 +317,43 @@ def _prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=Non
     example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
     valid = jnp.ones(batch_shape, bool) if example_mask is None else example_mask
-    if ignore_index is not None:
-        valid = valid & (labels != ignore_index)
-    if check_labels:
-        k = x.shape[-1]
-        _check_labels_callback(labels, ~valid | ((labels >= 0) & (labels < k)), k, fn)
-    return x, labels, valid, class_mask
+    y, in_range, valid = _options.labels_and_valid(
+        fn, labels, x.shape[-1], valid, ignore_index, check_labels
+    )
+    return x, y, in_range, valid, class_mask
+
+
+def _int_cross_entropy(
+    fn,
+    logits,
+    labels,
+    axis,
+    where,
+    ignore_index,
+    label_smoothing,
+    class_weights,
+    z_loss,
+    logit_softcap,
+    reduction,
+    check_labels,
+):
+    opts, reduction = _options.parse(
+        fn,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_softcap=logit_softcap,
+        reduction=reduction,
+    )
+    x, y, in_range, valid, class_mask = _prepare_int(
+        logits, labels, axis, where, fn, check_labels, ignore_index
+    )
+    cw = _options.class_weight_table(class_weights, x.shape[-1], "logits", np.shape(logits), fn)
+    x = _options.softcap(x, opts.cap)
+    loss = _int_ce(opts, x, y, in_range, valid, class_mask, cw)
+    if class_mask is not None:
+        valid = valid & jnp.any(class_mask, axis=-1)
+    w_y = None if cw is None else _checks.take(cw.astype(loss.dtype), y)
+    return _options.reduce(loss, valid, w_y, reduction)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -395,7 +400,10 @@ def softmax_cross_entropy_with_integer_labels(
         >>> print(loss)
         [0.2761 2.9518]
     """
-    loss = cross_entropy(logits, labels, axis, where, check_labels=check_labels)
+    fn = "softmax_cross_entropy_with_integer_labels"
+    loss = _int_cross_entropy(
+        fn, logits, labels, axis, where, None, 0.0, None, 0.0, None, "none", check_labels
+    )
     assert not isinstance(loss, tuple)  # reduction="none"
     return loss
 
@@ -483,32 +491,20 @@ def cross_entropy(
         >>> print(mean)
         0.3455
     """
-    fn = "cross_entropy"
-    _checks.check_reduction(reduction, fn)
-    _checks.check_label_smoothing(label_smoothing, fn)
-    eps = _static_float(label_smoothing, "label_smoothing", fn)
-    zl = _static_float(z_loss, "z_loss", fn)
-    x, labels, valid, class_mask = _prepare_int(
-        logits, labels, axis, where, fn, check_labels, ignore_index
+    return _int_cross_entropy(
+        "cross_entropy",
+        logits,
+        labels,
+        axis,
+        where,
+        ignore_index,
+        label_smoothing,
+        class_weights,
+        z_loss,
+        logit_softcap,
+        reduction,
+        check_labels,
     )
-    k = x.shape[-1]
-    cw = _class_weights(class_weights, k, "logits", np.shape(logits), fn)
-    if logit_softcap is not None:
-        cap = _static_float(logit_softcap, "logit_softcap", fn)
-        if cap <= 0:
-            raise ValueError(f"{fn}: `logit_softcap` must be positive, got {logit_softcap!r}.")
-        xf = x.astype(_checks.compute_dtype(x.dtype))
-        x = cap * jnp.tanh(xf / cap)
-    loss = _int_ce(eps, zl, x, labels, valid, class_mask, cw)
-    count = None
-    if reduction != "none":
-        if class_mask is not None:
-            valid = valid & jnp.any(class_mask, axis=-1)
-        count = valid.astype(loss.dtype)
-        if cw is not None:
-            safe = jnp.where((labels >= 0) & (labels < k), labels, 0)
-            count = jnp.where(valid, _checks.take(cw.astype(loss.dtype), safe), 0)
-    return _checks.reduce_loss(loss, count, reduction)
 
 
 def softmax_cross_entropy(
@@ -611,24 +607,21 @@ def nll_loss(
     """
     fn = "nll_loss"
     _checks.check_reduction(reduction, fn)
-    x, labels, valid, class_mask = _prepare_int(
+    x, y, in_range, valid, class_mask = _prepare_int(
         log_probs, labels, axis, where, fn, check_labels, ignore_index
     )
     if class_mask is not None:
         raise ValueError(
-            f"{fn}: `where` must be shaped like `labels` {labels.shape} (an example mask); got "
+            f"{fn}: `where` must be shaped like `labels` {np.shape(labels)} (an example mask); got "
             f"{_checks._shape(where)}. Mask classes in the `log_softmax` that produced `log_probs`."
         )
-    k = x.shape[-1]
     cdt = _checks.compute_dtype(x.dtype)
-    in_range = (labels >= 0) & (labels < k)
-    y = jnp.where(in_range, labels, 0)
-    w = jnp.ones(labels.shape, cdt)
-    cw = _class_weights(class_weights, k, "log_probs", np.shape(log_probs), fn)
-    if cw is not None:
-        w = _checks.take(cw.astype(cdt), y)
+    cw = _options.class_weight_table(class_weights, x.shape[-1], "log_probs", x.shape, fn)
+    w_y = None if cw is None else _checks.take(cw.astype(cdt), y)
     # Gathered in the input's dtype, then converted: converting first would write a float32 copy.
     picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(cdt)
-    loss = jnp.where(valid, -w * jnp.where(valid, picked, 0), 0)
+    nll = -jnp.where(valid, picked, 0)
+    loss = nll if w_y is None else jnp.where(w_y == 0, 0, w_y * nll)
+    loss = jnp.where(valid, loss, 0)
     loss = jnp.where(valid & ~in_range, jnp.nan, loss)
-    return _checks.reduce_loss(loss, jnp.where(valid, w, 0), reduction)
+    return _options.reduce(loss, valid, w_y, reduction)
