@@ -67,11 +67,16 @@ def canonicalize_axes(axis: Any, ndim: int, name: str, shape: Sequence[int], fn:
     return tuple(out)
 
 
-def check_same_shape(a: Any, b: Any, name_a: str, name_b: str, fn: str) -> None:
-    if _shape(a) != _shape(b):
+def check_broadcasts_to(x: Any, shape: tuple, name: str, ref: str, fn: str) -> None:
+    """Raise unless `x` has `shape` or broadcasts to it (e.g. a ``[K]`` target prior)."""
+    try:
+        ok = np.broadcast_shapes(_shape(x), tuple(shape)) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
         raise ValueError(
-            f"{fn}: `{name_a}` and `{name_b}` must have the same shape, got "
-            f"{_shape(a)} and {_shape(b)}."
+            f"{fn}: `{name}` with shape {_shape(x)} must have the shape of `{ref}` "
+            f"{tuple(shape)} or broadcast to it."
         )
 
 
@@ -111,9 +116,11 @@ def check_where(where: Any, logits_shape: tuple[int, ...], batch_shape: tuple, f
 
 
 def split_where(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, Any]:
-    """Read `where` as Optax does: (example mask [batch], class mask [shape]), either None.
+    """Read `where` by the library's one rule: (example mask [batch], class mask [shape]).
 
-    A mask with as many dimensions as the input masks classes; any other drops examples.
+    A mask with the input's rank masks entries (classes); one of lower rank masks examples: it
+    is shaped like the batch, as if expanded at the class axis (Optax's cross-entropies). So a
+    ``[K]`` mask on ``[K, K]`` logits masks examples everywhere; ``[1, K]`` masks classes.
     """
     if where is None:
         return None, None
@@ -128,8 +135,17 @@ def split_where(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, An
         raise ValueError(
             f"{fn}: `where` with shape {where.shape} has fewer dimensions than the input "
             f"{tuple(shape)}, so it masks examples, but it does not broadcast to the batch "
-            f"shape {batch_shape}."
+            f"shape {batch_shape}. To mask classes, give it the input's rank (e.g. "
+            f"`where[None, :]`)."
         ) from None
+
+
+def full_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> Any:
+    """`where` read by `split_where`'s rule, as a mask of the full `shape` (None for none)."""
+    example_mask, class_mask = split_where(where, shape, axes, fn)
+    if example_mask is None:
+        return class_mask
+    return jnp.broadcast_to(jnp.expand_dims(example_mask, axes), shape)
 
 
 def take(table: jax.Array, idx: jax.Array) -> jax.Array:

@@ -512,7 +512,9 @@ def softmax_cross_entropy(
     labels: ArrayLike,
     axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
-) -> Array:
+    *,
+    reduction: str = "none",
+) -> Array | tuple[Array, Array]:
     r"""Softmax cross-entropy against one-hot or soft targets (a drop-in for Optax's).
 
     In plain text: ℓᵢ = −Σ_j t_ij · log softmax(xᵢ)_j.
@@ -522,10 +524,13 @@ def softmax_cross_entropy(
 
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
-        labels: ``[..., K]`` target probabilities (each row is a distribution).
+        labels: ``[..., K]`` target probabilities (each row is a distribution), integer
+            one-hot rows, or any shape that broadcasts to the logits'.
         axis: the class axis or tuple of axes.
         where: optional boolean mask shaped like the batch (drops examples) or like ``logits``
             (drops classes).
+        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
+            keeps) or ``"sum_and_count"``.
 
     Returns:
         ``[...]`` per-example losses, float32 for bf16/f16 logits.
@@ -545,17 +550,41 @@ def softmax_cross_entropy(
         [0.2761 1.8018]
     """
     fn = "softmax_cross_entropy"
+    _checks.check_reduction(reduction, fn)
     _checks.check_floating(logits, "logits", fn)
-    _checks.check_floating(labels, "labels", fn)
-    _checks.check_same_shape(logits, labels, "logits", "labels", fn)
     logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.floating):
+        if not jnp.issubdtype(labels.dtype, jnp.integer) and labels.dtype != jnp.bool_:
+            raise TypeError(
+                f"{fn}: `labels` must be probabilities (or integer one-hot rows), got dtype "
+                f"{labels.dtype} with shape {labels.shape}."
+            )
+        # Integer one-hot targets, as Optax accepts them. Class indices are a different input.
+        if labels.ndim < logits.ndim:
+            raise TypeError(
+                f"{fn}: `labels` are integers of shape {labels.shape} for logits of shape "
+                f"{logits.shape}: class indices go to "
+                "`jaxloss.softmax_cross_entropy_with_integer_labels`; one-hot rows must have "
+                "the logits' shape."
+            )
+        labels = labels.astype(_checks.compute_dtype(logits.dtype))
+    _checks.check_broadcasts_to(labels, logits.shape, "labels", "logits", fn)
     axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
     example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
-    t = _checks.classes_last(jnp.asarray(labels), axes)
+    t = _checks.classes_last(jnp.broadcast_to(labels, logits.shape), axes)
+    valid = None
     if example_mask is not None:
+        valid = example_mask
         class_mask = jnp.broadcast_to(example_mask[..., None], x.shape)
-    return _dense_ce(x, t, class_mask)
+    elif class_mask is not None:
+        valid = jnp.any(class_mask, axis=-1)
+    loss = _dense_ce(x, t, class_mask)
+    if reduction == "none":
+        return loss
+    count = None if valid is None else valid.astype(loss.dtype)
+    return _checks.reduce_loss(loss, count, reduction, valid)
 
 
 def nll_loss(

@@ -26,25 +26,31 @@ def _xlogx(p: Array) -> Array:
     return jnp.where(zero, jnp.zeros_like(p), p * jnp.log(jnp.where(zero, jnp.ones_like(p), p)))
 
 
-def _mask_for(where: Any, shape: tuple, axes: tuple, fn: str) -> Array | None:
-    """`where` as a mask of the full `shape`; an example-shaped mask is expanded over `axes`."""
-    example_mask, class_mask = _checks.split_where(where, shape, axes, fn)
-    if example_mask is None:
-        return class_mask
-    return jnp.broadcast_to(jnp.expand_dims(example_mask, axes), shape)
-
-
-def _prepare(fn: str, axis: Any, where: Any, **arrays: Any):
+def _prepare(fn: str, axis: Any, where: Any, reduction: Any, **arrays: Any):
+    """Checked inputs in the compute dtype, broadcast to one shape (the first argument's: a
+    ``[K]`` target prior against ``[B, K]`` predictions, as Optax allows), the class axes, the
+    mask, and the reduction."""
+    _checks.check_reduction(reduction, fn)
     names = list(arrays)
     for name in names:
         _checks.check_floating(arrays[name], name, fn)
     vals = [jnp.asarray(v) for v in arrays.values()]
-    for name, v in zip(names[1:], vals[1:], strict=True):
-        _checks.check_same_shape(vals[0], v, names[0], name, fn)
     shape = vals[0].shape
+    for name, v in zip(names[1:], vals[1:], strict=True):
+        _checks.check_broadcasts_to(v, shape, name, names[0], fn)
     axes = _checks.canonicalize_axes(axis, len(shape), names[0], shape, fn)
     dtype = _checks.compute_dtype(jnp.result_type(*vals))
-    return [v.astype(dtype) for v in vals], axes, _mask_for(where, shape, axes, fn)
+    vals = [jnp.broadcast_to(v.astype(dtype), shape) for v in vals]
+    return vals, axes, _checks.full_mask(where, shape, axes, fn)
+
+
+def _reduce(per_example: Array, mask: Array | None, axes: tuple, reduction: str) -> Any:
+    """Reduce over examples; with a mask, the mean counts the rows it keeps any entry of."""
+    if reduction == "none":
+        return per_example
+    valid = None if mask is None else jnp.any(mask, axis=axes)
+    count = None if valid is None else valid.astype(per_example.dtype)
+    return _checks.reduce_loss(per_example, count, reduction, valid)
 
 
 def _in_base(h: Array, base: Any, fn: str) -> Array:
@@ -65,7 +71,8 @@ def entropy(
     where: ArrayLike | None = None,
     *,
     base: float | None = None,
-) -> Array:
+    reduction: str = "none",
+) -> Array | tuple[Array, Array]:
     r"""Shannon entropy of probability vectors, in nats (or in ``base``).
 
     In plain text: H(p) = −Σ_j p_j log p_j, with 0·log 0 = 0.
@@ -79,6 +86,8 @@ def entropy(
         where: optional boolean mask shaped like ``probs`` (entries to include) or like the
             batch (examples to include; masked examples give 0).
         base: ``None`` for nats, ``2`` for bits, any positive number other than 1.
+        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
+            keeps) or ``"sum_and_count"``.
 
     Returns:
         ``[...]`` entropies, float32 for bf16/f16 inputs.
@@ -101,9 +110,10 @@ def entropy(
         [1.  1.5]
     """
     fn = "entropy"
-    (p,), axes, mask = _prepare(fn, axis, where, probs=probs)
+    (p,), axes, mask = _prepare(fn, axis, where, reduction, probs=probs)
     # 0 − Σ rather than −Σ: an all-zero sum gives +0.0, not −0.0.
-    return _in_base(0.0 - jnp.sum(_xlogx(p), axis=axes, where=mask), base, fn)
+    h = _in_base(0.0 - jnp.sum(_xlogx(p), axis=axes, where=mask), base, fn)
+    return _reduce(h, mask, axes, reduction)
 
 
 def softmax_entropy(
@@ -112,7 +122,8 @@ def softmax_entropy(
     where: ArrayLike | None = None,
     *,
     base: float | None = None,
-) -> Array:
+    reduction: str = "none",
+) -> Array | tuple[Array, Array]:
     r"""Entropy of ``softmax(logits)``, computed from the logits without forming ``log 0``.
 
     In plain text: H(softmax(x)) = log Σ_k exp(x_k) − Σ_j softmax(x)_j · x_j.
@@ -127,6 +138,8 @@ def softmax_entropy(
         where: optional boolean mask shaped like ``logits`` (classes left out of the softmax) or
             like the batch (masked examples give 0).
         base: ``None`` for nats, ``2`` for bits.
+        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
+            keeps) or ``"sum_and_count"``.
 
     Returns:
         ``[...]`` entropies, float32 for bf16/f16 inputs.
@@ -147,13 +160,13 @@ def softmax_entropy(
         1.0
     """
     fn = "softmax_entropy"
-    (x,), axes, mask = _prepare(fn, axis, where, logits=logits)
+    (x,), axes, mask = _prepare(fn, axis, where, reduction, logits=logits)
     x = _checks.classes_last(x, axes)
     if mask is not None:
         mask = _checks.classes_last(mask, axes)
         x = jnp.where(mask, x, -jnp.inf)
-    h = _softmax_entropy_rows(x)
-    return _in_base(h, base, fn)
+    h = _in_base(_softmax_entropy_rows(x), base, fn)
+    return _reduce(h, mask, (x.ndim - 1,), reduction)
 
 
 def _log_probs(x: Array, fused_rows: bool) -> tuple[Array, Array, Array]:
@@ -196,7 +209,9 @@ def kl_divergence(
     targets: ArrayLike,
     axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
-) -> Array:
+    *,
+    reduction: str = "none",
+) -> Array | tuple[Array, Array]:
     r"""Kullback-Leibler divergence ``KL(targets ‖ predictions)`` (a drop-in for Optax's).
 
     In plain text: KL(p‖q) = Σ_j p_j (log p_j − log q_j); terms with p_j = 0 are 0.
@@ -207,9 +222,12 @@ def kl_divergence(
 
     Args:
         log_predictions: ``[..., K]`` log-probabilities of the prediction ``q``.
-        targets: ``[..., K]`` probabilities of the target ``p`` (zeros allowed).
+        targets: ``[..., K]`` probabilities of the target ``p`` (zeros allowed), or any shape
+            that broadcasts to ``log_predictions``' (a ``[K]`` prior shared by every row).
         axis: the class axis or tuple of axes.
         where: optional boolean mask shaped like the inputs or like the batch.
+        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
+            keeps) or ``"sum_and_count"``.
 
     Returns:
         ``[...]`` divergences, ≥ 0 for normalised inputs; float32 for bf16/f16 inputs.
@@ -235,11 +253,11 @@ def kl_divergence(
     """
     fn = "kl_divergence"
     (lq, p), axes, mask = _prepare(
-        fn, axis, where, log_predictions=log_predictions, targets=targets
+        fn, axis, where, reduction, log_predictions=log_predictions, targets=targets
     )
     zero = p == 0
     term = _xlogx(p) - jnp.where(zero, jnp.zeros_like(p), p * jnp.where(zero, 0, lq))
-    return jnp.sum(term, axis=axes, where=mask)
+    return _reduce(jnp.sum(term, axis=axes, where=mask), mask, axes, reduction)
 
 
 def kl_divergence_with_log_targets(
@@ -247,7 +265,9 @@ def kl_divergence_with_log_targets(
     log_targets: ArrayLike,
     axis: int | tuple[int, ...] = -1,
     where: ArrayLike | None = None,
-) -> Array:
+    *,
+    reduction: str = "none",
+) -> Array | tuple[Array, Array]:
     r"""``KL(p ‖ q)`` with both distributions given as log-probabilities (a drop-in for Optax's).
 
     In plain text: KL(p‖q) = Σ_j exp(log p_j) · (log p_j − log q_j).
@@ -257,9 +277,12 @@ def kl_divergence_with_log_targets(
 
     Args:
         log_predictions: ``[..., K]`` log-probabilities of the prediction ``q``.
-        log_targets: ``[..., K]`` log-probabilities of the target ``p`` (``-inf`` allowed).
+        log_targets: ``[..., K]`` log-probabilities of the target ``p`` (``-inf`` allowed), or
+            any shape that broadcasts to ``log_predictions``'.
         axis: the class axis or tuple of axes.
         where: optional boolean mask shaped like the inputs or like the batch.
+        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
+            keeps) or ``"sum_and_count"``.
 
     Returns:
         ``[...]`` divergences, float32 for bf16/f16 inputs.
@@ -282,10 +305,10 @@ def kl_divergence_with_log_targets(
     """
     fn = "kl_divergence_with_log_targets"
     (lq, lp), axes, mask = _prepare(
-        fn, axis, where, log_predictions=log_predictions, log_targets=log_targets
+        fn, axis, where, reduction, log_predictions=log_predictions, log_targets=log_targets
     )
     live = lp > -jnp.inf
     safe_p = jnp.where(live, lp, 0)
     safe_q = jnp.where(live, lq, 0)
     term = jnp.where(live, jnp.exp(safe_p) * (safe_p - safe_q), 0)
-    return jnp.sum(term, axis=axes, where=mask)
+    return _reduce(jnp.sum(term, axis=axes, where=mask), mask, axes, reduction)

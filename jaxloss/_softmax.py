@@ -141,8 +141,7 @@ def _prepare(x: Any, axis: Any, where: Any, fn: str) -> tuple[Array, tuple, Arra
     xf = _checks.classes_last(x, axes)
     mask = None
     if where is not None:
-        _checks.check_where(where, x.shape, x.shape, fn)
-        mask = _checks.classes_last(jnp.broadcast_to(where, x.shape), axes)
+        mask = _checks.classes_last(_checks.full_mask(where, x.shape, axes, fn), axes)
         xf = jnp.where(mask, xf, -jnp.inf)
     return xf, axes, mask
 
@@ -163,8 +162,9 @@ def logsumexp(
     Args:
         x: array of any shape ``[..., K, ...]`` with a floating dtype.
         axis: the axis or tuple of axes to reduce over.
-        where: optional boolean mask broadcastable to ``x.shape``; masked entries are left out
-            of the sum (as if they were ``-inf``).
+        where: optional boolean mask with the rank of ``x`` (entries to include; masked ones
+            are left out of the sum, as if ``-inf``), or shaped like the result without
+            ``keepdims`` (rows to include; a masked row is ``-inf``). ``[1, K]`` masks classes.
         keepdims: keep the reduced axes with size 1.
 
     Returns:
@@ -220,8 +220,8 @@ def log_softmax(
     Args:
         x: logits ``[..., K, ...]`` with a floating dtype.
         axis: the class axis or tuple of axes.
-        where: optional boolean mask broadcastable to ``x.shape``; masked entries are left out
-            of the normalisation and come back as ``-inf``.
+        where: optional boolean mask with the rank of ``x`` (masked entries are left out of the
+            normalisation and come back as ``-inf``), or shaped like the batch (whole rows).
 
     Returns:
         An array of ``x``'s shape and dtype.
@@ -277,8 +277,8 @@ def softmax(
     Args:
         x: logits ``[..., K, ...]`` with a floating dtype.
         axis: the class axis or tuple of axes.
-        where: optional boolean mask broadcastable to ``x.shape``; masked entries get
-            probability 0.
+        where: optional boolean mask with the rank of ``x`` (masked entries get probability 0),
+            or shaped like the batch (whole rows).
 
     Returns:
         An array of ``x``'s shape and dtype whose slices along ``axis`` sum to 1 (0 for a fully

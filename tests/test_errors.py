@@ -60,7 +60,9 @@ def test_where_must_be_boolean():
 
 @pytest.mark.parametrize("eps", [-0.1, 1.5])
 def test_label_smoothing_out_of_range(eps):
-    with pytest.raises(ValueError, match=r"cross_entropy: `label_smoothing` must be a finite number in \[0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"cross_entropy: `label_smoothing` must be a finite number in \[0, 1\]"
+    ):
         jaxloss.cross_entropy(X, Y, label_smoothing=eps)
 
 
@@ -77,7 +79,9 @@ def test_class_weights_wrong_length():
 
 
 def test_dense_shape_mismatch():
-    with pytest.raises(ValueError, match=r"`logits` and `labels`.*\(4, 5\) and \(4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"`labels` with shape \(4, 4\) must have the shape of `logits` \(4, 5\)"
+    ):
         jaxloss.softmax_cross_entropy(X, jnp.zeros((4, 4)))
 
 
