@@ -63,10 +63,10 @@ def _label_out_stats(xm: Array, y: Array, rows: Array) -> tuple[Array, Array, Ar
 
 
 class _Smooth(NamedTuple):
-    keep: Array  # [..., K] classes in the smoothing sum (left in by `where`, weight ≠ 0)
-    n_cls: Array  # [..., 1] K′, the classes left in
-    d: Array  # [..., K] x − m, 0 off `keep`
-    row: Array  # [..., K] ε·w_j/K′ on `keep`: the smoothing part of the target
+    mask: Array | None  # [..., K] the classes left in by `where` (None: all)
+    n_cls: Array  # [..., 1] K′, the classes left in by `where`
+    d: Array  # [..., K] x − m on the classes left in, 0 elsewhere
+    row: Array  # [..., K] ε·w_j/K′ on the classes left in with w_j ≠ 0: the smoothed target
 
 
 def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
@@ -89,13 +89,16 @@ def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
         # Class weights as a [1, ..., 1, K] row, so every broadcast against [..., K] is explicit.
         row = (1,) * (xm.ndim - 1) + (k,)
         cw = jnp.ones(row, cdt) if class_w is None else class_w.astype(cdt).reshape(row)
-        keep = (cw != 0) if mask is None else mask & (cw != 0)
         n_cls = jnp.asarray(k, cdt) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=cdt)
         n_cls = jnp.maximum(n_cls, 1)
-        d = jnp.where(keep, xm.astype(cdt) - m, 0)
-        smooth = _Smooth(keep, n_cls, d, jnp.where(keep, (opts.eps / n_cls) * cw, 0))
+        d = xm.astype(cdt) - m
+        d = d if mask is None else jnp.where(mask, d, 0)
+        # Classes of weight 0 are left out of the value (0·(−inf) would be NaN), not out of the
+        # class weights' tangent.
+        keep = (cw != 0) if mask is None else mask & (cw != 0)
+        smooth = _Smooth(mask, n_cls, d, jnp.where(keep, (opts.eps / n_cls) * cw, 0))
         w_tot = jnp.sum(jnp.where(keep, cw, 0), -1, keepdims=True)
-        sums = (w_tot, jnp.sum(cw * d, -1, keepdims=True), n_cls)
+        sums = (w_tot, jnp.sum(jnp.where(keep, cw * d, 0), -1, keepdims=True), n_cls)
     live = valid[..., None]
     bad = live & ~in_range[..., None]
     loss, rows, nll, log_s = _options.label_rows(opts, m, d_y, r, w_y, live, bad, sums)
@@ -126,7 +129,8 @@ def _weights_tangent(opts, res, aux, tcw):
     out = (1.0 - opts.eps) * _checks.take(tcw, y) * nll
     if smooth is not None:
         t_row = tcw.reshape((1,) * (smooth.d.ndim - 1) + (-1,))
-        term = jnp.where(smooth.keep, t_row * (log_s - smooth.d), 0)
+        term = t_row * (log_s - smooth.d)
+        term = term if smooth.mask is None else jnp.where(smooth.mask, term, 0)
         out = out + (opts.eps / smooth.n_cls) * jnp.sum(term, -1, keepdims=True)
     live = rows.use & ~jnp.isnan(rows.coef)  # bad rows' loss is NaN already
     return jnp.where(live, out, 0)[..., 0]
@@ -650,7 +654,10 @@ def nll_loss(
     # Gathered in the input's dtype, then converted: converting first would write a float32 copy.
     picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(cdt)
     nll = -jnp.where(valid, picked, 0)
-    loss = nll if w_y is None else jnp.where(w_y == 0, 0, w_y * nll)
+    if w_y is not None:
+        # Weight 0 on a −inf log-probability is 0, not NaN; the weight's gradient stays nll.
+        nll = jnp.where((w_y == 0) & jnp.isinf(nll), 0, nll)
+    loss = nll if w_y is None else w_y * nll
     loss = jnp.where(valid, loss, 0)
     loss = jnp.where(valid & ~in_range, jnp.nan, loss)
     return _options.reduce(loss, valid, w_y, reduction)

@@ -106,16 +106,16 @@ class _QuietLabelErrors(logging.Filter):
 logging.getLogger("jax._src.callback").addFilter(_QuietLabelErrors())
 
 
-def _label_message(fn, labels, ok, k, ignore_index, offset=()) -> str | None:
+def _label_message(fn, labels, ok, k, ignore_index) -> str | None:
     labels, ok = np.asarray(labels), np.asarray(ok)
-    bad = np.argwhere(~ok)
+    bad = np.flatnonzero(~ok.reshape(-1))
     if not bad.size:
         return None
-    pos = tuple(int(i) for i in bad[0])
-    value = int(labels[pos] if labels.ndim else labels)
+    pos = tuple(int(i) for i in np.unravel_index(bad[0], ok.shape))
+    value = int(np.broadcast_to(labels, ok.shape)[pos])
     msg = (
         f"{fn}: label {value} at position {pos} is outside [0, {k}) "
-        f"({len(bad)} bad label(s) in all)."
+        f"({bad.size} bad label(s) in all)."
     )
     if value == -100 and ignore_index is None:
         msg += " If -100 marks padding, pass ignore_index=-100 to leave those examples out."

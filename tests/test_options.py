@@ -1,0 +1,283 @@
+"""The options core: one semantics for every integer-label loss (issue 11, part 1).
+
+Class weights are differentiable (checked against float64 autodiff of the plain formula), the
+mean is Σ/count whenever an example is kept, scalar options are checked, labels of any integer
+dtype are compared without wrapping, `check_labels` works at any rank and under vmap/scan, and
+one `where` rule holds for every function.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import jaxloss
+
+K = 5
+RNG = np.random.default_rng(11)
+X = jnp.asarray(RNG.normal(size=(6, K)) * 2, jnp.float32)
+Y = jnp.array([0, 3, 1, 4, 2, 3])
+W = jnp.array([0.5, 2.0, 1.0, 0.0, 3.0])
+
+
+def _ce64(x, y, w, eps=0.0, zl=0.0):
+    """Plain float64 formula (PyTorch's), per example."""
+    x = jnp.asarray(x, jnp.float64)
+    lse = jax.scipy.special.logsumexp(x, axis=-1)
+    nll = lse[:, None] - x
+    k = x.shape[-1]
+    label = jnp.take_along_axis(nll, y[:, None], -1)[:, 0] * w[y]
+    smooth = jnp.sum(w[None, :] * nll, -1) / k
+    return (1 - eps) * label + eps * smooth + zl * lse**2
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_class_weights_gradient_matches_float64_autodiff(eps, reduction):
+    with jax.enable_x64():
+        x64 = jnp.asarray(X, jnp.float64)
+        w64 = jnp.asarray(W, jnp.float64)
+
+        def ref(w):
+            per = _ce64(x64, Y, w, eps)
+            return jnp.sum(per) / jnp.sum(w[Y]) if reduction == "mean" else jnp.sum(per)
+
+        def ours(w):
+            out = jaxloss.cross_entropy(
+                x64, Y, class_weights=w, label_smoothing=eps, reduction=reduction
+            )
+            return out if reduction == "mean" else jnp.sum(out)
+
+        g_ref = jax.grad(ref)(w64)
+        g = jax.grad(ours)(w64)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-12)
+        assert np.any(np.abs(g) > 1e-3)  # not silently zero
+        # Forward mode agrees with reverse mode.
+        t = jnp.linspace(-1.0, 1.0, K)
+        _, jvp = jax.jvp(ours, (w64,), (t,))
+        np.testing.assert_allclose(jvp, g_ref @ t, rtol=1e-10, atol=1e-12)
+
+
+def test_nll_loss_class_weights_differentiable():
+    lq = jax.nn.log_softmax(X)
+    g = jax.grad(lambda w: jaxloss.nll_loss(lq, Y, class_weights=w, reduction="sum"))(W)
+    expected = np.zeros(K)
+    np.add.at(
+        expected,
+        np.asarray(Y),
+        -np.take_along_axis(np.asarray(lq), np.asarray(Y)[:, None], 1)[:, 0],
+    )
+    np.testing.assert_allclose(g, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("weights", [[1, 2, 3, 1, 1], [1.0, 2.0, 3.0, 1.0, 1.0]])
+def test_class_weights_lists_and_integers(weights):
+    out = jaxloss.cross_entropy(X, Y, class_weights=weights)
+    ref = jaxloss.cross_entropy(X, Y, class_weights=jnp.asarray(weights, jnp.float32))
+    np.testing.assert_allclose(out, ref)
+
+
+def test_mean_with_negative_weight_sum_is_sum_over_count_as_torch():
+    w = np.array([1.0, -6.0, 0.5, 1.0, 1.0], np.float32)
+    ours = jaxloss.cross_entropy(X, Y, class_weights=w, reduction="mean")
+    ref = torch.nn.functional.cross_entropy(
+        torch.tensor(np.asarray(X)), torch.tensor(np.asarray(Y)).long(), weight=torch.tensor(w)
+    )
+    assert float(np.sum(w[np.asarray(Y)])) < 0
+    np.testing.assert_allclose(ours, ref.item(), rtol=1e-5)
+
+
+def test_mean_is_nan_for_nan_weight_and_for_bad_label_with_zero_weight():
+    w = W.at[1].set(jnp.nan)
+    assert np.isnan(jaxloss.cross_entropy(X, Y, class_weights=w, reduction="mean"))
+    y = Y.at[0].set(9)  # out of range; class 0's weight set to 0 below
+    w0 = W.at[0].set(0.0)
+    assert np.isnan(jaxloss.cross_entropy(X, y, class_weights=w0, reduction="mean"))
+    assert np.isnan(jaxloss.nll_loss(jax.nn.log_softmax(X), y, reduction="mean"))
+
+
+def test_mean_with_nothing_kept_is_zero_with_zero_gradient():
+    keep = jnp.zeros(Y.shape, bool)
+    f = lambda x: jaxloss.cross_entropy(x, Y, where=keep, reduction="mean")  # noqa: E731
+    assert f(X) == 0
+    assert np.all(jax.grad(f)(X) == 0)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, keep, r: jaxloss.kl_divergence(
+            jax.nn.log_softmax(x), jax.nn.softmax(-x), where=keep, reduction=r
+        ),
+        lambda x, keep, r: jaxloss.kl_divergence_with_log_targets(
+            jax.nn.log_softmax(x), jax.nn.log_softmax(-x), where=keep, reduction=r
+        ),
+        lambda x, keep, r: jaxloss.entropy(jax.nn.softmax(x), where=keep, reduction=r),
+        lambda x, keep, r: jaxloss.softmax_entropy(x, where=keep, reduction=r),
+        lambda x, keep, r: jaxloss.softmax_cross_entropy(
+            x, jax.nn.softmax(-x), where=keep, reduction=r
+        ),
+    ],
+)
+def test_reduction_mean_counts_only_kept_rows(fn):
+    keep = jnp.array([True, False, True, True, False, True])
+    per = fn(X, keep, "none")
+    mean = fn(X, keep, "mean")
+    np.testing.assert_allclose(mean, np.sum(per) / 4, rtol=1e-6)
+    total, count = fn(X, keep, "sum_and_count")
+    assert count == 4
+    np.testing.assert_allclose(total, np.sum(per), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"z_loss": -1.0}, "`z_loss` must be a finite number in \\[0, inf\\)"),
+        ({"z_loss": float("inf")}, "`z_loss`"),
+        ({"z_loss": float("nan")}, "`z_loss`"),
+        ({"label_smoothing": float("nan")}, "`label_smoothing`"),
+        ({"logit_softcap": float("nan")}, "`logit_softcap`"),
+        ({"logit_softcap": -2.0}, "`logit_softcap`"),
+    ],
+)
+@pytest.mark.parametrize("which", ["cross_entropy", "linear_cross_entropy"])
+def test_bad_scalar_options_rejected_everywhere(kwargs, message, which):
+    with pytest.raises(ValueError, match=f"{which}: {message}"):
+        if which == "cross_entropy":
+            jaxloss.cross_entropy(X, Y, **kwargs)
+        else:
+            jaxloss.linear_cross_entropy(X, jnp.eye(K), Y, **kwargs)
+
+
+def test_infinite_softcap_means_no_cap():
+    np.testing.assert_allclose(
+        jaxloss.cross_entropy(X, Y, logit_softcap=float("inf")), jaxloss.cross_entropy(X, Y)
+    )
+    np.testing.assert_allclose(
+        jaxloss.linear_cross_entropy(X, jnp.eye(K), Y, logit_softcap=float("inf")),
+        jaxloss.cross_entropy(X, Y),
+        rtol=1e-6,
+    )
+
+
+def test_full_smoothing_with_masked_label_class_is_finite():
+    mask = jnp.ones(X.shape, bool).at[:, 0].set(False)
+    y = jnp.zeros(Y.shape, Y.dtype)  # every label in the masked class
+    loss = jaxloss.cross_entropy(X, y, where=mask, label_smoothing=1.0)
+    ref = jnp.mean(jax.nn.logsumexp(X[:, 1:], -1, keepdims=True) - X[:, 1:], -1)
+    np.testing.assert_allclose(loss, ref, rtol=1e-6)
+    g = jax.grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, y, where=mask, label_smoothing=1.0)))(X)
+    assert np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("dtype", [jnp.int8, jnp.uint8, jnp.int16, jnp.uint16, jnp.uint32])
+def test_narrow_label_dtypes_do_not_wrap(dtype):
+    k = 1000 if dtype != jnp.int8 else 200
+    x = jnp.asarray(RNG.normal(size=(3, k)), jnp.float32)
+    top = min(int(jnp.iinfo(dtype).max), k - 1)
+    y = jnp.array([0, top, 5]).astype(dtype)
+    out = jaxloss.cross_entropy(x, y, check_labels=True)
+    ref = jaxloss.cross_entropy(x, y.astype(jnp.int32))
+    np.testing.assert_allclose(out, ref)
+    assert np.all(np.isfinite(out))
+
+
+def test_check_labels_for_a_scalar_label_and_under_vmap():
+    with pytest.raises(ValueError, match=r"cross_entropy: label 9 at position \(\) is outside"):
+        jaxloss.cross_entropy(jnp.zeros(5), jnp.array(9), check_labels=True)
+    y = jnp.array([[0, 1, 2], [3, 9, 0]])
+    f = jax.vmap(jax.vmap(lambda x, y: jaxloss.cross_entropy(x, y, check_labels=True)))
+    x = jnp.zeros((2, 3, 5))
+    with pytest.raises(Exception, match=r"label 9 at position \(1, 1\) is outside \[0, 5\)"):
+        jax.block_until_ready(jax.jit(f)(x, y))
+    np.testing.assert_allclose(jax.jit(f)(x, y % 5), np.log(5.0), rtol=1e-6)
+
+
+def test_check_labels_under_scan():
+    def body(c, xy):
+        x, y = xy
+        return c + jnp.sum(jaxloss.cross_entropy(x, y, check_labels=True)), None
+
+    xs = jnp.zeros((4, 2, 5))
+    ys = jnp.zeros((4, 2), jnp.int32).at[2, 1].set(-1)
+    with pytest.raises(Exception, match=r"label -1 at position \(1,\)"):
+        jax.block_until_ready(jax.lax.scan(body, 0.0, (xs, ys))[0])
+
+
+def test_check_labels_names_the_function_called_and_suggests_ignore_index():
+    y = Y.at[1].set(-100)
+    with pytest.raises(
+        ValueError,
+        match=r"softmax_cross_entropy_with_integer_labels: label -100 .*ignore_index=-100",
+    ):
+        jaxloss.softmax_cross_entropy_with_integer_labels(X, y, check_labels=True)
+    # With ignore_index=-100 given, -100 is fine; no hint for other values.
+    jaxloss.cross_entropy(X, y, ignore_index=-100, check_labels=True)
+    with pytest.raises(ValueError) as info:
+        jaxloss.nll_loss(X, Y.at[1].set(7), check_labels=True)
+    assert str(info.value).startswith("nll_loss: label 7") and "ignore_index" not in str(info.value)
+
+
+def test_check_labels_is_the_first_line_on_stderr_under_jit(capfd):
+    f = jax.jit(lambda x, y: jaxloss.cross_entropy(x, y, check_labels=True))
+    with pytest.raises(Exception, match="label 7"):
+        jax.block_until_ready(f(X, Y.at[0].set(7)))
+    err = capfd.readouterr().err
+    assert err.startswith("jaxloss: cross_entropy: label 7 at position (0,)"), err[:300]
+    assert "Traceback" not in err  # JAX's own log of the failed callback is filtered
+
+
+def test_check_labels_cannot_be_exported():
+    f = jax.jit(lambda x, y: jaxloss.cross_entropy(x, y, check_labels=True))
+    with pytest.raises(Exception, match="(?i)callback|custom call"):
+        jax.export.export(f)(X, Y)
+
+
+def test_errors_name_the_function_the_user_called():
+    with pytest.raises(TypeError, match="^softmax_cross_entropy_with_integer_labels: `labels`"):
+        jaxloss.softmax_cross_entropy_with_integer_labels(X, jnp.zeros(6))
+
+
+def test_optax_parity_integer_one_hot_and_broadcast_targets():
+    onehot = jax.nn.one_hot(Y, K, dtype=jnp.int32)
+    np.testing.assert_allclose(
+        jaxloss.softmax_cross_entropy(X, onehot),
+        optax.losses.softmax_cross_entropy(X, onehot),
+        rtol=1e-6,
+    )
+    prior = jnp.array([0.1, 0.2, 0.3, 0.2, 0.2])
+    lq = jax.nn.log_softmax(X)
+    np.testing.assert_allclose(
+        jaxloss.kl_divergence(lq, prior),
+        optax.losses.kl_divergence(lq, jnp.broadcast_to(prior, lq.shape)),
+        rtol=1e-5,
+    )
+    with pytest.raises(TypeError, match="softmax_cross_entropy_with_integer_labels"):
+        jaxloss.softmax_cross_entropy(X, Y)
+
+
+def test_one_where_rule_for_an_ambiguous_square_mask():
+    x = jnp.asarray(RNG.normal(size=(K, K)), jnp.float32)
+    keep = jnp.array([True, False, True, True, False])
+    # Lower rank: an example (row) mask, for every function.
+    lse = jaxloss.logsumexp(x, where=keep)
+    assert np.all(np.isneginf(lse[~np.asarray(keep)]))
+    np.testing.assert_allclose(
+        lse[np.asarray(keep)], jax.nn.logsumexp(x[np.asarray(keep)], -1), rtol=1e-6
+    )
+    h = jaxloss.softmax_entropy(x, where=keep)
+    assert np.all(h[~np.asarray(keep)] == 0) and np.all(h[np.asarray(keep)] > 0)
+    ce = jaxloss.cross_entropy(x, jnp.arange(K), where=keep)
+    assert np.all(ce[~np.asarray(keep)] == 0)
+    # The input's rank: entries (here classes, through [1, K]).
+    cls = keep[None, :]
+    np.testing.assert_allclose(
+        jaxloss.logsumexp(x, where=cls), jax.nn.logsumexp(x, -1, where=cls), rtol=1e-6
+    )
+    # [K] on [B, K] with B != K cannot mask examples: the error says how to mask classes.
+    with pytest.raises(ValueError, match=r"where\[None, :\]"):
+        jaxloss.logsumexp(x[:3], where=keep)
