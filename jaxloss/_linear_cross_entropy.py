@@ -31,14 +31,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from jaxloss._checks import (
-    check_floating,
-    check_integer_labels,
-    check_label_smoothing,
-    check_reduction,
-    compute_dtype,
-    reduce_loss,
-)
+from jaxloss import _checks, _options
+from jaxloss._checks import check_floating, check_integer_labels, compute_dtype
 
 _FN = "linear_cross_entropy"
 
@@ -111,18 +105,70 @@ def _chunks(s: _Static, n: int, v_local: int, *, forward_only: bool) -> int:
     return max(1, min(t, n))
 
 
-def _combine_lse(m: jax.Array, ssum: jax.Array, s: _Static) -> jax.Array:
-    """Log-sum-exp from per-shard (max, sum of exp(z - max)) pairs."""
+def _finite(m: jax.Array) -> jax.Array:
+    """A shift that is always finite: 0 for a row with nothing in it yet."""
+    return jnp.where(jnp.isfinite(m), m, jnp.zeros_like(m))
+
+
+class _Stats(NamedTuple):
+    """Per-token statistics, relative to the shift `m` (the row's max, the label's included):
+    ``d_y = z_y − m``, ``r = Σ_{j≠y} exp(z_j − m)`` and ``wd = Σ_j w_j (z_j − m)`` (0 without
+    smoothing): what `_options.label_rows` turns into the loss and the gradient coefficients."""
+
+    m: jax.Array
+    d_y: jax.Array
+    r: jax.Array
+    wd: jax.Array
+
+
+def _finish_stats(s: _Static, m_o, s_o, zy, wd, w_seen) -> _Stats:
+    """Combine a shard's label-out statistics with the other shards' and shift them to `m`.
+
+    `m_o`, `s_o`: max and Σ exp(z − m_o) over the columns other than the label; `zy`: the
+    label's logit (0 on shards that do not hold it); `wd`: Σ_j w_j (z_j − finite(m_o)) over all
+    columns seen, whose weights sum to `w_seen`.
+    """
     if s.mesh is not None and s.model_axis is not None:
-        big = lax.pmax(m, s.model_axis)
-        safe = jnp.where(jnp.isfinite(big), big, 0.0)
-        ssum = lax.psum(ssum * jnp.exp(m - safe), s.model_axis)
-        m = safe
-    return m + jnp.log(ssum)
+        big = lax.pmax(m_o, s.model_axis)
+        shift = _finite(m_o) - _finite(big)
+        s_o, zy, wd = lax.psum(
+            (s_o * jnp.exp(m_o - _finite(big)), zy, wd + w_seen * shift), s.model_axis
+        )
+        m_o = big
+    m = _finite(jnp.maximum(m_o, zy))
+    r = jnp.where(s_o == 0, jnp.zeros_like(s_o), s_o * jnp.exp(m_o - m))
+    return _Stats(m, zy - m, r, wd + _total(s, w_seen) * (_finite(m_o) - m))
+
+
+def _total(s: _Static, w_seen):
+    """Σ_j w_j over every shard's columns (the shift of `wd` is applied after combining)."""
+    if s.mesh is not None and s.model_axis is not None:
+        return lax.psum(w_seen, s.model_axis)
+    return w_seen
+
+
+def _opts(s: _Static) -> _options.Options:
+    return _options.Options(s.label_smoothing, s.z_loss, s.softcap)
+
+
+def _rows(s: _Static, st: _Stats, wy, valid, labels, w_tot):
+    """Loss and gradient coefficients per token (`_options.label_rows`, as `cross_entropy`)."""
+    smooth = None
+    if s.label_smoothing > 0:
+        smooth = (w_tot, st.wd, float(s.num_classes))
+    bad = valid & (labels < 0)  # out-of-range labels were set to -1 (padding is not valid)
+    return _options.label_rows(_opts(s), st.m, st.d_y, st.r, wy, valid, bad, smooth)
+
+
+def _weights_of(s: _Static, cw, v0, size, cdt):
+    """The class weights of columns [v0, v0 + size) (ones without class weights)."""
+    if cw is None:
+        return jnp.ones((size,), cdt)
+    return lax.dynamic_slice_in_dim(cw, v0, size, 0).astype(cdt)
 
 
 # ----------------------------------------------------------------------------------------------
-# Forward sweep: online log-sum-exp over vocabulary blocks
+# Forward sweep: online statistics over vocabulary blocks
 
 
 def _stats_local(
@@ -132,8 +178,8 @@ def _stats_local(
     b: jax.Array | None,
     cw: jax.Array | None,
     labels: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Per token: log-sum-exp, the label's logit, and sum_j w_j z_j (only with smoothing)."""
+) -> _Stats:
+    """Per-token `_Stats`, the label kept out of the running sum, in [T, B] tiles."""
     n = h.shape[0]
     v = w.shape[1]
     cdt = compute_dtype(h.dtype)
@@ -145,53 +191,46 @@ def _stats_local(
     zero = jnp.zeros((n,), cdt)
 
     def token_step(carry, i):
-        m_all, s_all, zy_all, wz_all = carry
         t0, _ = _block(i, t_size, n)  # rows seen twice get the same value twice: no mask
         h_t = lax.dynamic_slice_in_dim(h, t0, t_size, 0)
         y_t = lax.dynamic_slice_in_dim(y_local, t0, t_size, 0)
 
         def vocab_step(c, j):
-            m, ssum, zy, wz = c
+            m, ssum, zy, wd, w_seen = c
             v0, ok = _block(j, b_size, v)
             if s.vocab_padded:
                 ok = ok & (off + v0 + jnp.arange(b_size) < s.num_classes)
             w_blk = lax.dynamic_slice_in_dim(w, v0, b_size, 1)
             b_blk = None if b is None else lax.dynamic_slice_in_dim(b, v0, b_size, 0)
             z = _logits(h_t, w_blk, b_blk, s)
-            # Padding and columns already counted never enter the log-sum-exp.
-            zm = jnp.where(ok[None, :], z, -jnp.inf)
-            m_new = jnp.maximum(m, jnp.max(zm, axis=1))
-            safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # a row with no column yet
-            ssum = ssum * jnp.exp(m - safe) + jnp.sum(jnp.exp(zm - safe[:, None]), axis=1)
             cols = v0 + jnp.arange(b_size)
             hit = ok[None, :] & (cols[None, :] == y_t[:, None])
             zy = zy + jnp.sum(jnp.where(hit, z, 0.0), axis=1)
+            # Padding, columns already counted and the label never enter the running sum.
+            zo = jnp.where(ok[None, :] & ~hit, z, -jnp.inf)
+            m_new = jnp.maximum(m, jnp.max(zo, axis=1))
+            shift = _finite(m) - _finite(m_new)
+            ssum = ssum * jnp.exp(m - _finite(m_new)) + jnp.sum(
+                jnp.exp(zo - _finite(m_new)[:, None]), axis=1
+            )
             if smooth:
-                zw = z
-                if cw is not None:
-                    zw = z * lax.dynamic_slice_in_dim(cw, v0, b_size, 0).astype(cdt)[None, :]
-                wz = wz + jnp.sum(jnp.where(ok[None, :], zw, 0.0), axis=1)
-            # Carry the true running max (-inf until a row has seen a column).
-            return (m_new, ssum, zy, wz), None
+                # Σ_j w_j (z_j − m), kept relative to the running max: exact at any offset.
+                wb = jnp.where(ok, _weights_of(s, cw, v0, b_size, cdt), 0.0)
+                term = jnp.where(wb[None, :] != 0, wb[None, :] * (z - _finite(m_new)[:, None]), 0)
+                wd = wd + w_seen * shift + jnp.sum(term, axis=1)
+                w_seen = w_seen + jnp.sum(wb)
+            return (m_new, ssum, zy, wd, w_seen), None
 
         tz = jnp.zeros((t_size,), cdt)
-        init = (jnp.full((t_size,), -jnp.inf, cdt), tz, tz, tz)
-        (m, ssum, zy, wz), _ = lax.scan(vocab_step, init, jnp.arange(-(-v // b_size)))
+        init = (jnp.full((t_size,), -jnp.inf, cdt), tz, tz, tz, jnp.zeros((), cdt))
+        (m, ssum, zy, wd, w_seen), _ = lax.scan(vocab_step, init, jnp.arange(-(-v // b_size)))
         upd = lax.dynamic_update_slice_in_dim
-        carry = (
-            upd(m_all, m, t0, 0),
-            upd(s_all, ssum, t0, 0),
-            upd(zy_all, zy, t0, 0),
-            upd(wz_all, wz, t0, 0),
-        )
-        return carry, None
+        carry = tuple(upd(a, x, t0, 0) for a, x in zip(carry, (m, ssum, zy, wd), strict=True))
+        return carry, w_seen
 
     init = (jnp.full((n,), -jnp.inf, cdt), zero, zero, zero)
-    (m, ssum, zy, wz), _ = lax.scan(token_step, init, jnp.arange(-(-n // t_size)))
-    lse = _combine_lse(m, ssum, s)
-    if s.mesh is not None and s.model_axis is not None:
-        zy, wz = lax.psum((zy, wz), s.model_axis)
-    return lse, zy, wz
+    (m, ssum, zy, wd), w_seen = lax.scan(token_step, init, jnp.arange(-(-n // t_size)))
+    return _finish_stats(s, m, ssum, zy, wd, w_seen[0])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,18 +244,19 @@ def _grads_local(
     b: jax.Array | None,
     cw: jax.Array | None,
     labels: jax.Array,
-    cy: jax.Array,
-    cs: jax.Array,
-    cz: jax.Array,
-    lse_in: jax.Array | None,
+    wy: jax.Array,
+    valid: jax.Array,
+    q: jax.Array,
+    w_tot: jax.Array,
+    stats_in: _Stats | None,
 ) -> tuple[Any, ...]:
-    """Gradients of sum_i loss_i weighted by per-token coefficients.
+    """Gradients of Σ_i q_i·loss_i for per-token weights `q` (the cotangent).
 
-    With q_i the token's cotangent times its validity, dloss_i/dz_ij is
-    ``a_i p_ij - cy_i [j = y_i] - cs_i w_j`` where ``cy = q (1-ε) w_y``, ``cs = q ε/V``,
-    ``cz = 2 q λ_z`` and ``a = cy + cs Σ_j w_j + cz lse``; times ``1 - (z/c)²`` under a
-    softcap. Returns (lse, zy, wz, grad_h, grad_w, grad_b, zcol) where zcol_j = Σ_i cs_i z_ij
-    (for the class-weight gradient) and grad_b / zcol are None when not needed.
+    dloss_i/dz_ij is ``coef_i·exp(z_ij − m_i) − (ε/V)·w_j`` off the label and ``g_y,i`` at it
+    (`_options.label_rows`: the label's entry without cancellation); times ``1 − (z/c)²``
+    under a softcap. Returns (stats, grad_h, grad_w, grad_b, zcol) where
+    zcol_j = Σ_i q_i (ε/V)(lse_i − z_ij) (the smoothing part of the class-weight gradient) and
+    grad_b / zcol are None when not needed.
     """
     n, d = h.shape
     v = w.shape[1]
@@ -225,46 +265,40 @@ def _grads_local(
     b_size = min(s.vocab_block, v)
     off = _vocab_offset(s, v)
     y_local = labels - off
-    smooth = s.label_smoothing > 0
-    cw_sum: Any = float(s.num_classes)
-    if smooth and cw is not None:
-        cw_sum = jnp.sum(cw.astype(cdt))
-        if s.mesh is not None and s.model_axis is not None:
-            cw_sum = lax.psum(cw_sum, s.model_axis)
+    eps = s.label_smoothing
+    smooth = eps > 0
     need_zcol = smooth and cw is not None
     cols_all = jnp.arange(v)
-    real_col = (off + cols_all < s.num_classes) if s.vocab_padded else None
+    real_col = (off + cols_all < s.num_classes) if s.vocab_padded else jnp.ones((v,), bool)
+    w_all = jnp.where(real_col, _weights_of(s, cw, 0, v, cdt), 0.0)
 
     def token_step(carry, i):
-        lse_all, zy_all, wz_all, gh_all, gw, gb, zcol = carry
+        st_all, gh_all, gw, gb, zcol = carry
         t0, rows_new = _block(i, t_size, n)
-        h_t = lax.dynamic_slice_in_dim(h, t0, t_size, 0)
-        y_t = lax.dynamic_slice_in_dim(y_local, t0, t_size, 0)
-        cy_t, cs_t, cz_t = (lax.dynamic_slice_in_dim(c, t0, t_size, 0) for c in (cy, cs, cz))
+
+        def cut(a):
+            return lax.dynamic_slice_in_dim(a, t0, t_size, 0)
+
+        h_t, y_t = cut(h), cut(y_local)
         z = _logits(h_t, w, b, s)  # [T, V_local]
-        if lse_in is None:
-            zm = z if real_col is None else jnp.where(real_col[None, :], z, -jnp.inf)
-            m = jnp.max(zm, axis=1)
-            m = jnp.where(jnp.isfinite(m), m, 0.0)
-            lse = _combine_lse(m, jnp.sum(jnp.exp(zm - m[:, None]), axis=1), s)
-            in_shard = (y_t >= 0) & (y_t < v)
-            zy = jnp.take_along_axis(z, jnp.clip(y_t, 0, v - 1)[:, None], axis=1)[:, 0]
-            zy = jnp.where(in_shard, zy, 0.0)
-            wz = jnp.zeros((t_size,), cdt)
+        if stats_in is None:
+            hit = real_col[None, :] & (cols_all[None, :] == y_t[:, None])
+            zo = jnp.where(real_col[None, :] & ~hit, z, -jnp.inf)
+            m_o = jnp.max(zo, axis=1)
+            s_o = jnp.sum(jnp.exp(zo - _finite(m_o)[:, None]), axis=1)
+            zy = jnp.sum(jnp.where(hit, z, 0.0), axis=1)
+            wd = jnp.zeros((t_size,), cdt)
             if smooth:
-                zw = z if cw is None else z * cw.astype(cdt)[None, :]
-                if real_col is not None:
-                    zw = jnp.where(real_col[None, :], zw, 0.0)
-                wz = jnp.sum(zw, axis=1)
-            if s.mesh is not None and s.model_axis is not None:
-                zy, wz = lax.psum((zy, wz), s.model_axis)
+                term = w_all[None, :] * (z - _finite(m_o)[:, None])
+                wd = jnp.sum(jnp.where(w_all[None, :] != 0, term, 0.0), axis=1)
+            st = _finish_stats(s, m_o, s_o, zy, wd, jnp.sum(w_all))
         else:
             # The backward pass of the per-token rule: the forward pass's statistics.
-            lse = lax.dynamic_slice_in_dim(lse_in, t0, t_size, 0)
-            zy = wz = jnp.zeros((t_size,), cdt)
-        a = cy_t + cz_t * lse
-        if smooth:
-            a = a + cs_t * cw_sum
+            st = _Stats(*(cut(a) for a in stats_in))
+        _, rows, _, log_s = _rows(s, st, cut(wy), cut(valid), cut(labels), w_tot)
+        q_t = cut(q)
+        coef, g_y = q_t * rows.coef, q_t * rows.g_y
+        cs = jnp.where(rows.use, q_t * (eps / s.num_classes), 0.0)
         # Rows counted by an earlier (overlapping) chunk add nothing to the weight-side sums;
         # their grad_h rows are recomputed identically and simply written again.
         h_new = jnp.where(rows_new[:, None], h_t, jnp.zeros_like(h_t))
@@ -273,19 +307,13 @@ def _grads_local(
         def vocab_step(c, j):
             gh_t, gw, gb, zcol = c
             v0, ok = _block(j, b_size, v)
-            if real_col is not None:
-                ok = ok & lax.dynamic_slice_in_dim(real_col, v0, b_size, 0)
+            ok = ok & lax.dynamic_slice_in_dim(real_col, v0, b_size, 0)
             z_b = lax.dynamic_slice_in_dim(z, v0, b_size, 1)
-            p = jnp.exp(z_b - lse[:, None])
-            g = a[:, None] * p
+            d = z_b - st.m[:, None]
             cols = v0 + jnp.arange(b_size)
-            g = g - jnp.where(cols[None, :] == y_t[:, None], cy_t[:, None], 0.0)
+            g = jnp.where(cols[None, :] == y_t[:, None], g_y[:, None], coef[:, None] * jnp.exp(d))
             if smooth:
-                if cw is None:
-                    g = g - cs_t[:, None]
-                else:
-                    cw_b = lax.dynamic_slice_in_dim(cw, v0, b_size, 0).astype(cdt)
-                    g = g - cs_t[:, None] * cw_b[None, :]
+                g = g - cs[:, None] * lax.dynamic_slice_in_dim(w_all, v0, b_size, 0)[None, :]
             if s.softcap is not None:
                 g = g * (1.0 - jnp.square(z_b / s.softcap))
             g = jnp.where(ok[None, :], g, 0.0)
@@ -306,9 +334,9 @@ def _grads_local(
                     gb, lax.dynamic_slice_in_dim(gb, v0, b_size, 0) + col, v0, 0
                 )
             if zcol is not None:
-                zc = jnp.sum(
-                    jnp.where(rows_new[:, None] & ok[None, :], cs_t[:, None] * z_b, 0.0), axis=0
-                )
+                # lse − z = log_s − (z − m): per element, so exact at any offset.
+                keep = rows_new[:, None] & ok[None, :] & (cs[:, None] != 0)
+                zc = jnp.sum(jnp.where(keep, cs[:, None] * (log_s[:, None] - d), 0.0), axis=0)
                 zcol = lax.dynamic_update_slice_in_dim(
                     zcol, lax.dynamic_slice_in_dim(zcol, v0, b_size, 0) + zc, v0, 0
                 )
@@ -317,34 +345,25 @@ def _grads_local(
         init = (jnp.zeros((t_size, d), cdt), gw, gb, zcol)
         (gh_t, gw, gb, zcol), _ = lax.scan(vocab_step, init, jnp.arange(-(-v // b_size)))
         upd = lax.dynamic_update_slice_in_dim
-        carry = (
-            upd(lse_all, lse, t0, 0),
-            upd(zy_all, zy, t0, 0),
-            upd(wz_all, wz, t0, 0),
-            upd(gh_all, gh_t.astype(gh_all.dtype), t0, 0),
-            gw,
-            gb,
-            zcol,
-        )
+        st_all = _Stats(*(upd(a, x, t0, 0) for a, x in zip(st_all, st, strict=True)))
+        carry = (st_all, upd(gh_all, gh_t.astype(gh_all.dtype), t0, 0), gw, gb, zcol)
         return carry, None
 
     zero = jnp.zeros((n,), cdt)
     init = (
-        zero,
-        zero,
-        zero,
+        _Stats(zero, zero, zero, zero),
         jnp.zeros((n, d), cdt),
         jnp.zeros((d, v), cdt),
         jnp.zeros((v,), cdt) if b is not None else None,
         jnp.zeros((v,), cdt) if need_zcol else None,
     )
-    (lse, zy, wz, gh, gw, gb, zcol), _ = lax.scan(token_step, init, jnp.arange(-(-n // t_size)))
+    (st, gh, gw, gb, zcol), _ = lax.scan(token_step, init, jnp.arange(-(-n // t_size)))
     if s.mesh is not None:
         if s.model_axis is not None:
             gh = lax.psum(gh, s.model_axis)
         if s.data_axis is not None:
             gw, gb, zcol = lax.psum((gw, gb, zcol), s.data_axis)
-    return lse, zy, wz, gh, gw, gb, zcol
+    return st, gh, gw, gb, zcol
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,7 +374,7 @@ def _specs(s: _Static) -> tuple[P, P, P, P]:
     return P(s.data_axis), P(s.data_axis, None), P(None, s.model_axis), P(s.model_axis)
 
 
-def _stats(s: _Static, h, w, b, cw, labels):
+def _stats(s: _Static, h, w, b, cw, labels) -> _Stats:
     fn = functools.partial(_stats_local, s)
     if s.mesh is None:
         return fn(h, w, b, cw, labels)
@@ -366,58 +385,44 @@ def _stats(s: _Static, h, w, b, cw, labels):
         fn,
         mesh=s.mesh,
         in_specs=(tokd, wsp, vsp, vsp, tok),
-        out_specs=(tok, tok, tok),
+        out_specs=_Stats(tok, tok, tok, tok),
         check_vma=False,
     )(h, w, b, cw, labels)
 
 
-def _grads(s: _Static, h, w, b, cw, labels, cy, cs, cz, lse_in):
+def _grads(s: _Static, h, w, b, cw, labels, wy, valid, q, w_tot, stats_in):
     fn = functools.partial(_grads_local, s)
+    args = (h, w, b, cw, labels, wy, valid, q, w_tot, stats_in)
     if s.mesh is None:
-        return fn(h, w, b, cw, labels, cy, cs, cz, lse_in)
+        return fn(*args)
     tok, tokd, wsp, vsp = _specs(s)
+    st = None if stats_in is None else _Stats(tok, tok, tok, tok)
     return jax.shard_map(
         fn,
         mesh=s.mesh,
-        in_specs=(tokd, wsp, vsp, vsp, tok, tok, tok, tok, tok),
-        out_specs=(tok, tok, tok, tokd, wsp, vsp, vsp),
+        in_specs=(tokd, wsp, vsp, vsp, tok, tok, tok, tok, P(), st),
+        out_specs=(_Stats(tok, tok, tok, tok), tokd, wsp, vsp, vsp),
         check_vma=False,
-    )(h, w, b, cw, labels, cy, cs, cz, lse_in)
+    )(*args)
 
 
 # ----------------------------------------------------------------------------------------------
 # Loss from per-token statistics, and the two differentiation rules
 
 
-def _class_weight_sum(s: _Static, cw: jax.Array | None, cdt: Any) -> jax.Array | float:
-    return float(s.num_classes) if cw is None else jnp.sum(cw.astype(cdt))
-
-
-def _loss(s: _Static, lse, zy, wz, wy, valid, cw):
-    eps = s.label_smoothing
-    loss = (1.0 - eps) * wy * (lse - zy)
-    if eps > 0:
-        loss = loss + (eps / s.num_classes) * (_class_weight_sum(s, cw, lse.dtype) * lse - wz)
-    if s.z_loss:
-        loss = loss + s.z_loss * jnp.square(lse)
-    return jnp.where(valid, loss, jnp.zeros_like(loss))
-
-
-def _coefs(s: _Static, q: jax.Array, wy: jax.Array):
-    """Per-token coefficients of dloss/dlogits (see `_grads_local`) for token weights `q`."""
-    eps = s.label_smoothing
-    return q * (1.0 - eps) * wy, q * (eps / s.num_classes), q * (2.0 * s.z_loss)
-
-
-def _extra_grads(s: _Static, cw, q, lse, zy, zcol):
-    """Gradients w.r.t. the label's class weight w_y and (via smoothing) the class weights."""
-    eps = s.label_smoothing
-    gwy = q * (1.0 - eps) * (lse - zy)
+def _class_weight_sum(s: _Static, cw: jax.Array | None, cdt: Any) -> jax.Array:
+    """Σ_j w_j over the real classes (V without class weights)."""
     if cw is None:
-        return gwy, None
-    if eps == 0 or zcol is None:
-        return gwy, jnp.zeros(cw.shape, lse.dtype)
-    return gwy, (eps / s.num_classes) * jnp.sum(q * lse) - zcol
+        return jnp.asarray(float(s.num_classes), cdt)
+    return jnp.sum(cw[: s.num_classes].astype(cdt))
+
+
+def _loss_and_label_grad(s: _Static, st: _Stats, wy, valid, labels, cw):
+    """Per-token losses and ∂loss/∂w_y (the label's class weight), from the statistics."""
+    w_tot = _class_weight_sum(s, cw, st.m.dtype)
+    loss, rows, nll, _ = _rows(s, st, wy, valid, labels, w_tot)
+    gwy = jnp.where(rows.use, (1.0 - s.label_smoothing) * nll, 0.0)
+    return loss, gwy, w_tot
 
 
 def _cast_like(g, x):
@@ -425,31 +430,37 @@ def _cast_like(g, x):
 
 
 def _per_token_primal(s: _Static, h, w, b, cw, wy, labels, valid):
-    lse, zy, wz = _stats(s, h, w, b, cw, labels)
-    return _loss(s, lse, zy, wz, wy, valid, cw)
+    st = _stats(s, h, w, b, cw, labels)
+    return _loss_and_label_grad(s, st, wy, valid, labels, cw)[0]
 
 
 def _per_token_fwd(s: _Static, h, w, b, cw, wy, labels, valid):
-    lse, zy, wz = _stats(s, h, w, b, cw, labels)
-    # Residuals: the inputs, and two numbers per token. No [N, V] block survives the pass.
-    return _loss(s, lse, zy, wz, wy, valid, cw), (h, w, b, cw, wy, labels, valid, lse, zy)
+    st = _stats(s, h, w, b, cw, labels)
+    loss = _loss_and_label_grad(s, st, wy, valid, labels, cw)[0]
+    # Residuals: the inputs, and four numbers per token. No [N, V] block survives the pass.
+    return loss, (h, w, b, cw, wy, labels, valid, st)
 
 
 def _per_token_bwd(s: _Static, res, ct):
-    h, w, b, cw, wy, labels, valid, lse, zy = res
-    q = jnp.where(valid, ct, jnp.zeros_like(ct))
-    cy, cs, cz = _coefs(s, q, wy)
-    _, _, _, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, cy, cs, cz, lse)
-    gwy, gcw = _extra_grads(s, cw, q, lse, zy, zcol)
+    h, w, b, cw, wy, labels, valid, st = res
+    _, gwy, w_tot = _loss_and_label_grad(s, st, wy, valid, labels, cw)
+    _, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, wy, valid, ct, w_tot, st)
     return (
         gh.astype(h.dtype),
         gw.astype(w.dtype),
         _cast_like(gb, b),
-        _cast_like(gcw, cw),
-        gwy.astype(wy.dtype),
+        _weights_grad(s, cw, zcol),
+        (ct * gwy).astype(wy.dtype),
         None,
         None,
     )
+
+
+def _weights_grad(s: _Static, cw, zcol):
+    """The smoothing part of the class weights' gradient (the label part flows through w_y)."""
+    if cw is None:
+        return None
+    return (jnp.zeros(cw.shape, cw.dtype) if zcol is None else zcol).astype(cw.dtype)
 
 
 _per_token = jax.custom_vjp(_per_token_primal, nondiff_argnums=(0,))
@@ -463,13 +474,13 @@ def _summed_primal(s: _Static, h, w, b, cw, wy, labels, valid):
 def _summed_fwd(s: _Static, h, w, b, cw, wy, labels, valid):
     # The cotangent of a sum is one scalar, so the gradients can be formed while the logits
     # are computed (6·N·D·V flops instead of 8) and scaled in the backward pass.
-    q = valid.astype(wy.dtype)
-    cy, cs, cz = _coefs(s, q, wy)
-    lse, zy, wz, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, cy, cs, cz, None)
-    gwy, gcw = _extra_grads(s, cw, q, lse, zy, zcol)
-    total = jnp.sum(_loss(s, lse, zy, wz, wy, valid, cw))
+    cdt = compute_dtype(h.dtype)
+    w_tot = _class_weight_sum(s, cw, cdt)
+    q = jnp.ones(labels.shape, cdt)
+    st, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, wy, valid, q, w_tot, None)
+    loss, gwy, _ = _loss_and_label_grad(s, st, wy, valid, labels, cw)
     # h, w, b, cw are kept only for their dtypes (they are live inputs anyway).
-    return total, (gh, gw, gb, gcw, gwy, (h, w, b, cw))
+    return jnp.sum(loss), (gh, gw, gb, _weights_grad(s, cw, zcol), gwy, (h, w, b, cw))
 
 
 def _summed_bwd(s: _Static, res, ct):
@@ -487,18 +498,6 @@ _summed.defvjp(_summed_fwd, _summed_bwd)
 
 # ----------------------------------------------------------------------------------------------
 # Public function
-
-
-def _static_float(x: Any, name: str) -> float:
-    try:
-        return float(x)
-    except jax.errors.ConcretizationTypeError:
-        raise TypeError(
-            f"{_FN}: `{name}` must be a Python number (it selects the kernel at trace time), "
-            f"got a traced value with shape {np.shape(x)}."
-        ) from None
-    except (TypeError, ValueError):
-        raise TypeError(f"{_FN}: `{name}` must be a number, got {x!r}.") from None
 
 
 def _axis_size(mesh: Mesh, axis: AxisName) -> int:
@@ -530,6 +529,7 @@ def linear_cross_entropy(
     chunk_size: int | None = None,
     mesh: Mesh | None = None,
     mesh_axes: tuple[AxisName, AxisName] = ("data", "model"),
+    check_labels: bool = False,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     r"""Cross-entropy of the logits ``hidden @ weight + bias``, computed without forming them.
 
@@ -576,6 +576,8 @@ def linear_cross_entropy(
             costs a copy then).
         mesh_axes: ``(token_axis, class_axis)``, names of ``mesh`` axes (or tuples of names, or
             ``None`` for not split). Ignored without ``mesh``.
+        check_labels: if True, raise naming the first label outside ``[0, V)`` and its
+            position, as ``cross_entropy`` does (a host callback; not exportable).
 
     Returns:
         float32 (float64 for float64 inputs) loss of shape ``labels.shape`` for
@@ -632,13 +634,14 @@ def linear_cross_entropy(
     check_floating(hidden, "hidden", _FN)
     check_floating(weight, "weight", _FN)
     check_integer_labels(labels, _FN, "softmax_cross_entropy")
-    reduction = check_reduction(reduction, _FN)
-    check_label_smoothing(label_smoothing, _FN)
-    eps = _static_float(label_smoothing, "label_smoothing")
-    zl = _static_float(z_loss, "z_loss")
-    cap = None if logit_softcap is None else _static_float(logit_softcap, "logit_softcap")
-    if cap is not None and not cap > 0:
-        raise ValueError(f"{_FN}: `logit_softcap` must be positive, got {logit_softcap!r}.")
+    opts, reduction = _options.parse(
+        _FN,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_softcap=logit_softcap,
+        reduction=reduction,
+    )
+    ignore_index = _options.check_ignore_index(ignore_index, _FN)
     h_shape, w_shape, y_shape = np.shape(hidden), np.shape(weight), tuple(np.shape(labels))
     if len(w_shape) != 2:
         raise ValueError(f"{_FN}: `weight` must have shape [D, V], got shape {w_shape}.")
@@ -655,14 +658,14 @@ def linear_cross_entropy(
     d, v = w_shape
     if v == 0:
         raise ValueError(f"{_FN}: `weight` has no classes (shape {w_shape}).")
-    for name, x in (("bias", bias), ("class_weights", class_weights)):
-        if x is not None:
-            check_floating(x, name, _FN)
-            if np.shape(x) != (v,):
-                raise ValueError(
-                    f"{_FN}: `{name}` must have shape [V] = ({v},) for `weight` of shape "
-                    f"{w_shape}, got {np.shape(x)}."
-                )
+    if bias is not None:
+        check_floating(bias, "bias", _FN)
+        if np.shape(bias) != (v,):
+            raise ValueError(
+                f"{_FN}: `bias` must have shape [V] = ({v},) for `weight` of shape "
+                f"{w_shape}, got {np.shape(bias)}."
+            )
+    cw = _options.class_weight_table(class_weights, v, "weight", w_shape, _FN)
     if where is not None:
         if not jnp.issubdtype(jnp.result_type(where), jnp.bool_):
             raise TypeError(
@@ -687,35 +690,25 @@ def linear_cross_entropy(
     cdt = compute_dtype(dtype)
     h = jnp.asarray(hidden, dtype).reshape(-1, d)
     w = jnp.asarray(weight, dtype)
-    y = jnp.asarray(labels).reshape(-1)
     n = h.shape[0]
-    valid = jnp.ones((n,), bool)
-    if ignore_index is not None:
-        valid = valid & (y != ignore_index)
+    valid = jnp.ones(y_shape, bool)
     if where is not None:
-        valid = valid & jnp.broadcast_to(where, y_shape).reshape(-1)
-    oob = (y < 0) | (y >= v)
-    y = jnp.where(oob, -1, y).astype(jnp.int32)
+        valid = valid & jnp.broadcast_to(where, y_shape)
+    y, in_range, valid = _options.labels_and_valid(
+        _FN, jnp.asarray(labels), v, valid, ignore_index, check_labels
+    )
+    # Out-of-range labels become -1: no column matches them, and their rows' loss is NaN.
+    y = jnp.where(in_range, y, -1).astype(jnp.int32).reshape(-1)
+    valid = valid.reshape(-1)
     b = None if bias is None else jnp.asarray(bias)
-    cw = None if class_weights is None else jnp.asarray(class_weights)
-    # An out-of-range label's weight is NaN, which reaches the loss and the gradients; ignored
-    # or masked examples get weight 0 instead (0 · NaN would still be NaN).
-    nan = jnp.where(valid, jnp.asarray(jnp.nan, cdt), jnp.zeros((), cdt))
-    if cw is None:
-        wy = jnp.where(oob, nan, jnp.ones((), cdt))
-        count = valid.astype(cdt)
-    else:
-        # As in `cross_entropy`, an out-of-range label counts with class 0's weight (its
-        # loss is NaN anyway).
-        w_safe = cw.astype(cdt)[jnp.where(oob, 0, y)]
-        wy = jnp.where(oob, nan, w_safe)
-        count = jnp.where(valid, w_safe, jnp.zeros_like(w_safe))
+    wy = jnp.ones((n,), cdt) if cw is None else _checks.take(cw.astype(cdt), jnp.maximum(y, 0))
+    count = jnp.where(valid, wy, jnp.zeros_like(wy))
 
     if n == 0:
         per_example = jnp.zeros((0,), cdt)
         if reduction == "none":
             return per_example.reshape(y_shape)
-        return reduce_loss(per_example, count, reduction)
+        return _checks.reduce_loss(per_example, count, reduction, valid)
 
     data_axis, model_axis = (None, None) if mesh is None else tuple(mesh_axes)
     vocab_padded = False
@@ -734,9 +727,9 @@ def linear_cross_entropy(
             cw = None if cw is None else jnp.pad(cw, (0, v_pad))
     s = _Static(
         num_classes=v,
-        label_smoothing=eps,
-        z_loss=zl,
-        softcap=cap,
+        label_smoothing=opts.eps,
+        z_loss=opts.zl,
+        softcap=opts.cap,
         token_chunk=chunk_size,
         vocab_block=_VOCAB_BLOCK,
         vocab_padded=vocab_padded,
@@ -748,4 +741,4 @@ def linear_cross_entropy(
     if reduction == "none":
         return cast(jax.Array, _per_token(s, *args))[:n].reshape(y_shape)
     total = cast(jax.Array, _summed(s, *args))
-    return reduce_loss(total[None], count, reduction)
+    return _checks.reduce_loss(total[None], count, reduction, valid)

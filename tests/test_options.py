@@ -233,12 +233,12 @@ def test_check_labels_is_the_first_line_on_stderr_under_jit(capfd):
 
 def test_check_labels_cannot_be_exported():
     f = jax.jit(lambda x, y: jaxloss.cross_entropy(x, y, check_labels=True))
-    with pytest.raises(Exception, match="(?i)callback|custom call"):
+    with pytest.raises(Exception, match=r"(?i)callback|custom call"):
         jax.export.export(f)(X, Y)
 
 
 def test_errors_name_the_function_the_user_called():
-    with pytest.raises(TypeError, match="^softmax_cross_entropy_with_integer_labels: `labels`"):
+    with pytest.raises(TypeError, match=r"^softmax_cross_entropy_with_integer_labels: `labels`"):
         jaxloss.softmax_cross_entropy_with_integer_labels(X, jnp.zeros(6))
 
 
@@ -281,3 +281,37 @@ def test_one_where_rule_for_an_ambiguous_square_mask():
     # [K] on [B, K] with B != K cannot mask examples: the error says how to mask classes.
     with pytest.raises(ValueError, match=r"where\[None, :\]"):
         jaxloss.logsumexp(x[:3], where=keep)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1000.0])
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_linear_cross_entropy_numerics_match_cross_entropy(scale, offset, eps):
+    """With weight = I the fused loss sees the logits themselves: it must be as exact as
+    cross_entropy (shift-free smoothing, the label kept out of the row's sum)."""
+    x = jnp.asarray(RNG.normal(size=(6, K)) * scale + offset, jnp.float32)
+    w = jnp.array([1.0, 2.0, 0.5, 1.0, 3.0])
+    with jax.enable_x64():
+        x64 = jnp.asarray(x, jnp.float64)
+        ref = _ce64(x64, Y, jnp.asarray(w, jnp.float64), eps)
+        g_ref = jax.grad(lambda x: jnp.sum(_ce64(x, Y, jnp.asarray(w, jnp.float64), eps)))(x64)
+    f = lambda x: jaxloss.linear_cross_entropy(  # noqa: E731
+        x, jnp.eye(K), Y, class_weights=w, label_smoothing=eps, reduction="sum"
+    )
+    per = jaxloss.linear_cross_entropy(x, jnp.eye(K), Y, class_weights=w, label_smoothing=eps)
+    tol = 2e-6 * (1 + np.abs(np.asarray(ref)))
+    assert np.all(np.abs(np.asarray(per) - np.asarray(ref)) <= tol), (per, ref)
+    np.testing.assert_allclose(jax.grad(f)(x), g_ref, rtol=2e-5, atol=1e-6)
+
+
+def test_linear_cross_entropy_confident_row_true_class_gradient():
+    # p_y = 1 − 1e-6: the label's gradient p_y − 1 = −1e-6 to f32 rounding, not 0 or −1.19e-6.
+    gap = float(np.log((K - 1) / 1e-6))
+    x = jnp.zeros((1, K)).at[0, 2].set(gap)
+    y = jnp.array([2])
+    g = jax.grad(lambda x: jnp.sum(jaxloss.linear_cross_entropy(x, jnp.eye(K), y)))(x)
+    g_ce = jax.grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, y)))(x)
+    np.testing.assert_allclose(g[0, 2], -1e-6, rtol=1e-5)
+    np.testing.assert_allclose(g, g_ce, rtol=1e-5, atol=1e-12)
+    loss = jaxloss.linear_cross_entropy(x, jnp.eye(K), y)
+    np.testing.assert_allclose(loss, 1e-6, rtol=1e-5)  # log1p(1e-6), not lse − x_y = 0
