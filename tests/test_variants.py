@@ -65,8 +65,8 @@ def test_focal_gamma_zero_is_cross_entropy_exactly():
     keep = np.array([True, True, False, True, True, True])
     for kw in ({}, {"ignore_index": -100}):
         kw = {**kw, "where": keep}
-        ce = lambda x: jaxloss.cross_entropy(x, y, **kw)  # noqa: E731
-        fl = lambda x: jaxloss.softmax_focal_loss(x, y, gamma=0.0, **kw)  # noqa: E731
+        ce = lambda x, kw=kw: jaxloss.cross_entropy(x, y, **kw)  # noqa: E731
+        fl = lambda x, kw=kw: jaxloss.softmax_focal_loss(x, y, gamma=0.0, **kw)  # noqa: E731
         np.testing.assert_array_equal(fl(x), ce(x))
         g = jax.grad(lambda x, f: jnp.sum(f(x)), 0)
         np.testing.assert_array_equal(g(x, fl), g(x, ce))
@@ -322,8 +322,9 @@ def test_poly_confident_one_hot_row_keeps_its_digits():
 def test_poly_integer_one_hot_labels_and_epsilon_zero():
     x, y, t = _data(14)
     onehot_i = np.eye(K, dtype=np.int32)[y]
+    as_float = onehot_i.astype(np.float32)
     np.testing.assert_array_equal(jaxloss.poly_loss_cross_entropy(x, onehot_i),
-                                  jaxloss.poly_loss_cross_entropy(x, onehot_i.astype(np.float32)))  # fmt: skip
+                                  jaxloss.poly_loss_cross_entropy(x, as_float))  # fmt: skip
     np.testing.assert_array_equal(jaxloss.poly_loss_cross_entropy(x, t, epsilon=0.0),
                                   jaxloss.softmax_cross_entropy(x, t))  # fmt: skip
 
@@ -342,6 +343,7 @@ def test_poly_example_mask_reductions_nan_and_inf():
     mean = jaxloss.poly_loss_cross_entropy(x, t, where=keep, reduction="mean")
     np.testing.assert_allclose(mean, np.sum(per) / 5, rtol=1e-6)
     total, count = jaxloss.poly_loss_cross_entropy(x, t, where=keep, reduction="sum_and_count")
+    np.testing.assert_allclose(total, np.sum(per), rtol=1e-6)
     assert float(count) == 5.0
     assert np.isnan(jaxloss.poly_loss_cross_entropy(x, t)[1])
 
@@ -358,6 +360,9 @@ def test_poly_bf16_computed_in_float32():
 # --- smooth_labels ----------------------------------------------------------------------------
 
 
+CT = np.arange(B * K, dtype=np.float32).reshape(B, K)  # a cotangent that tells entries apart
+
+
 @pytest.mark.parametrize("alpha", (0.0, 0.1, 1.0))
 def test_smooth_labels_matches_optax_and_reference(alpha):
     _, y, t = _data(17)
@@ -365,9 +370,8 @@ def test_smooth_labels_matches_optax_and_reference(alpha):
         got = jaxloss.smooth_labels(labels, alpha)
         np.testing.assert_allclose(got, optax.smooth_labels(labels, alpha), rtol=1e-6)
         np.testing.assert_allclose(got, ref.smooth_labels(labels, alpha), rtol=1e-6)
-        ct = np.arange(B * K, dtype=np.float32).reshape(B, K)
-        mine = jax.grad(lambda t: jnp.sum(jaxloss.smooth_labels(t, alpha) * ct))(labels)
-        theirs = jax.grad(lambda t: jnp.sum(optax.smooth_labels(t, alpha) * ct))(labels)
+        mine = jax.grad(lambda t: jnp.sum(jaxloss.smooth_labels(t, alpha) * CT))(labels)
+        theirs = jax.grad(lambda t: jnp.sum(optax.smooth_labels(t, alpha) * CT))(labels)
         np.testing.assert_allclose(mine, theirs, rtol=1e-6)
     np.testing.assert_allclose(jaxloss.smooth_labels(t.T, alpha, axis=0).T,
                                optax.smooth_labels(t, alpha), rtol=1e-6)  # fmt: skip
@@ -439,10 +443,18 @@ T = np.eye(5, dtype=np.float32)[Y]
 @pytest.mark.parametrize(
     ("kwargs", "exc", "pattern"),
     [
-        ({"gamma": -1.0}, ValueError, r"softmax_focal_loss: `gamma` must be a finite number in \[0"),
+        (
+            {"gamma": -1.0},
+            ValueError,
+            r"softmax_focal_loss: `gamma` must be a finite number in \[0",
+        ),
         ({"gamma": float("nan")}, ValueError, "softmax_focal_loss: `gamma`"),
         ({"gamma": float("inf")}, ValueError, "softmax_focal_loss: `gamma`"),
-        ({"alpha": np.ones(4)}, ValueError, re.escape("`alpha` must be a scalar or have shape (5,)")),
+        (
+            {"alpha": np.ones(4)},
+            ValueError,
+            re.escape("`alpha` must be a scalar or have shape (5,)"),
+        ),
         ({"reduction": "avg"}, ValueError, "softmax_focal_loss: unknown `reduction`"),
         ({"ignore_index": 1.5}, TypeError, "softmax_focal_loss: `ignore_index`"),
     ],
@@ -477,10 +489,14 @@ def test_poly_bad_arguments():
 
 def test_smooth_labels_bad_arguments():
     fn = jaxloss.smooth_labels
-    _raises(ValueError, r"smooth_labels: `alpha` must be a finite number in \[0, 1\]", fn, T, alpha=1.5)
+    _raises(
+        ValueError, r"smooth_labels: `alpha` must be a finite number in \[0, 1\]", fn, T, alpha=1.5
+    )
     _raises(ValueError, "smooth_labels: `alpha`", fn, T, alpha=-0.1)
     _raises(TypeError, "smooth_labels: integer `labels`.*pass `num_classes`", fn, Y, alpha=0.1)
-    _raises(TypeError, "smooth_labels: `num_classes` is for integer", fn, T, alpha=0.1, num_classes=5)
+    _raises(
+        TypeError, "smooth_labels: `num_classes` is for integer", fn, T, alpha=0.1, num_classes=5
+    )
     _raises(ValueError, "smooth_labels: `num_classes` must be a positive int", fn, Y, alpha=0.1,
             num_classes=0)  # fmt: skip
     with pytest.raises(TypeError, match="smooth_labels: `alpha` must be a concrete"):
