@@ -156,7 +156,8 @@ def softmax_focal_loss(
     assert not isinstance(nll, tuple)  # reduction="none"
     loss = nll if g == 0 else _focal_factor(g, nll)
 
-    keep = jnp.ones(batch_shape, bool) if example_mask is None else example_mask
+    # ones_like: sharded like the labels, so the select below type-checks on Explicit meshes.
+    keep = jnp.ones_like(labels, bool) if example_mask is None else example_mask
     if ignore_index is not None:
         keep = keep & (labels != ignore_index)
     if class_mask is not None:
@@ -294,7 +295,7 @@ def poly_loss_cross_entropy(
 
     if reduction == "none":
         return loss
-    kept = jnp.ones(loss.shape, bool) if keep is None else jnp.any(keep, -1)
+    kept = jnp.ones_like(loss, bool) if keep is None else jnp.any(keep, -1)
     return _checks.reduce_loss(loss, kept.astype(loss.dtype), reduction, kept)
 
 
