@@ -19,6 +19,9 @@ from jaxloss._linear_cross_entropy import linear_cross_entropy as linear_cross_e
 from jaxloss._softmax import log_softmax as log_softmax
 from jaxloss._softmax import logsumexp as logsumexp
 from jaxloss._softmax import softmax as softmax
+from jaxloss._variants import poly_loss_cross_entropy as poly_loss_cross_entropy
+from jaxloss._variants import smooth_labels as smooth_labels
+from jaxloss._variants import softmax_focal_loss as softmax_focal_loss
 
 __version__ = "0.1.0"
 
@@ -31,8 +34,11 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "nll_loss",
+    "poly_loss_cross_entropy",
+    "smooth_labels",
     "softmax",
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
     "softmax_entropy",
+    "softmax_focal_loss",
 ]

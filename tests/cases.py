@@ -71,6 +71,20 @@ def _plain_ce_options(x, y):
     return (1 - eps) * w[y] * nll + eps * smooth + OPTIONS["z_loss"] * lse**2
 
 
+FOCAL_ALPHA = np.linspace(0.25, 1.0, K)
+
+
+def _plain_focal(x, y):
+    log_p = jnp.take_along_axis(_plain_log_softmax(x), y[:, None], -1)[:, 0]
+    a = jnp.asarray(FOCAL_ALPHA, x.dtype)[y]
+    return -a * (1 - jnp.exp(log_p)) ** 2 * log_p
+
+
+def _plain_poly(x, t):
+    log_q = _plain_log_softmax(x)
+    return -jnp.sum(t * log_q, -1) + 2.0 * jnp.sum(t * (1 - jnp.exp(log_q)), -1)
+
+
 def _xlogx(p):
     return jax.scipy.special.xlogy(p, p)
 
@@ -111,6 +125,14 @@ CASES = [
     Case("nll_loss", jaxloss.nll_loss,
          lambda r, d: (jnp.log(_probs(r, d)), _labels(r)), ref.nll_loss,
          lambda lq, y: -jnp.take_along_axis(lq, y[:, None], -1)[:, 0]),
+    Case("softmax_focal_loss",
+         lambda x, y: jaxloss.softmax_focal_loss(x, y, gamma=2.0, alpha=FOCAL_ALPHA),
+         lambda r, d: (_logits(r, d), _labels(r)),
+         lambda x, y: ref.softmax_focal_loss(x, y, gamma=2.0, alpha=FOCAL_ALPHA), _plain_focal),
+    Case("poly_loss_cross_entropy", jaxloss.poly_loss_cross_entropy,
+         lambda r, d: (_logits(r, d), _probs(r, d)), ref.poly_loss_cross_entropy, _plain_poly),
+    Case("smooth_labels", lambda t: jaxloss.smooth_labels(t, 0.1), lambda r, d: (_probs(r, d),),
+         lambda t: ref.smooth_labels(t, 0.1), lambda t: 0.9 * t + 0.1 / K, elementwise=True),
 ]  # fmt: skip
 
 CASE_IDS = [c.name for c in CASES]

@@ -133,3 +133,34 @@ def nll_loss(log_q, y, *, ignore_index=None, class_weights=None, reduction="none
     if reduction == "sum":
         return loss.sum()
     return loss.sum() / denom if denom else 0.0
+
+
+def softmax_focal_loss(x, y, *, gamma=2.0, alpha=None, ignore_index=None, reduction="none"):
+    """−α_y (1 − p_y)^γ log p_y; "mean" divides by the number of kept examples."""
+    log_q, y = log_softmax(x), np.asarray(y)
+    k = log_q.shape[-1]
+    a = np.ones(k) if alpha is None else np.broadcast_to(f64(alpha), (k,))
+    valid = np.ones(y.shape, bool) if ignore_index is None else y != ignore_index
+    in_range = (y >= 0) & (y < k)
+    safe = np.where(valid & in_range, y, 0)
+    log_p = np.take_along_axis(log_q, safe[..., None], axis=-1)[..., 0]
+    loss = -a[safe] * (-np.expm1(log_p)) ** gamma * log_p
+    loss = np.where(valid, np.where(in_range, loss, np.nan), 0.0)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    n = valid.sum()
+    return loss.sum() / n if n else 0.0
+
+
+def poly_loss_cross_entropy(x, t, *, epsilon=2.0):
+    """−Σ t log p + ε Σ t (1 − p), with 0·log 0 = 0."""
+    log_q, t = log_softmax(x), f64(t)
+    ce = -np.sum(np.where(t == 0, 0.0, t * np.where(t == 0, 0.0, log_q)), -1)
+    return ce + epsilon * np.sum(t * -np.expm1(log_q), -1)
+
+
+def smooth_labels(t, alpha):
+    t = f64(t)
+    return (1 - alpha) * t + alpha / t.shape[-1]

@@ -53,6 +53,12 @@ CASES = {
         (X, Y),
     ),
     "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, class_weights=W), (jax.nn.log_softmax(X), Y)),
+    "softmax_focal_loss": (
+        lambda x, y: jaxloss.softmax_focal_loss(x, y, gamma=0.5, alpha=W),
+        (X, Y),
+    ),
+    "poly_loss_cross_entropy": (jaxloss.poly_loss_cross_entropy, (X, PROBS)),
+    "smooth_labels": (lambda t: jaxloss.smooth_labels(t, 0.1), (PROBS,)),
 }
 
 

@@ -277,6 +277,16 @@ def _numpy_linear(h, weight, y, *, bias, label_smoothing, class_weights, z_loss,
     return _smoothed_ce(z, y, keep, label_smoothing, class_weights, z_loss)
 
 
+def _numpy_focal(x, y, *, gamma, alpha):
+    p_y = _take(np.exp(_log_softmax(x)), y)
+    return -alpha[y] * (1 - p_y) ** gamma * np.log(p_y)
+
+
+def _numpy_poly(x, t, *, epsilon):
+    p = np.exp(_log_softmax(x))
+    return -np.sum(_xlogy(t, p), -1) + epsilon * np.sum(t * (1 - p), -1)
+
+
 FORMULAS: dict[str, Formula] = {
     "logsumexp": Formula(
         r"\operatorname{LSE}(x) = m + \log\Big(\sum_j e^{x_j - m}\Big), \qquad m = \max_j x_j",
@@ -338,6 +348,25 @@ FORMULAS: dict[str, Formula] = {
             {"class_weights": rng.uniform(0.5, 2.0, K)},
         ),
         lambda log_q, y, *, class_weights: -class_weights[y] * _take(log_q, y),
+    ),
+    "softmax_focal_loss": Formula(
+        r"\ell = -\alpha_y\,(1 - p_y)^{\gamma} \log p_y, \qquad p = \operatorname{softmax}(x)",
+        lambda rng: (
+            (_logits(rng), _labels(rng)),
+            {"gamma": 1.5, "alpha": rng.uniform(0.25, 1.0, K)},
+        ),
+        _numpy_focal,
+    ),
+    "poly_loss_cross_entropy": Formula(
+        r"\ell = -\sum_j t_j \log p_j + \varepsilon \sum_j t_j (1 - p_j), \qquad"
+        r" p = \operatorname{softmax}(x)",
+        lambda rng: ((_logits(rng), _probs(rng)), {"epsilon": 2.0}),
+        _numpy_poly,
+    ),
+    "smooth_labels": Formula(
+        r"t' = (1 - \alpha)\, t + \frac{\alpha}{K}",
+        lambda rng: ((_probs(rng), 0.2), {}),
+        lambda t, alpha: (1 - alpha) * t + alpha / t.shape[-1],
     ),
     "linear_cross_entropy": Formula(
         r"\ell = (1 - \varepsilon)\, w_y\, (L - z_y)"

@@ -34,6 +34,11 @@ CASES = {
     "cross_entropy": (lambda x, y: jaxloss.cross_entropy(
         x, y, label_smoothing=0.1, class_weights=W, z_loss=1e-3, reduction="mean"), "xy"),
     "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, reduction="sum"), "xy"),
+    "softmax_focal_loss": (lambda x, y: jaxloss.softmax_focal_loss(
+        x, y, gamma=0.5, alpha=W, reduction="mean"), "xy"),
+    "poly_loss_cross_entropy": (
+        lambda a, b: jaxloss.poly_loss_cross_entropy(a, jax.nn.softmax(b)), "xx"),
+    "smooth_labels": (lambda t: jaxloss.smooth_labels(jax.nn.softmax(t), 0.1), "x"),
 }  # fmt: skip
 
 

@@ -1,0 +1,400 @@
+"""Focal loss, PolyLoss and label smoothing, built on the exact cross-entropies.
+
+Both losses are a function of the cross-entropy core's exact numbers, so they inherit its
+precision where the label is nearly certain:
+
+* Focal loss is ``α_y·g(nll)`` with ``nll = −log p_y`` from ``cross_entropy`` and
+  ``g(n) = (1 − e^{−n})^γ·n``; ``1 − p_y = −expm1(−nll)`` has no cancellation. ``g`` has its
+  own derivative rule, ``g'(n) = q^γ·(1 + γ·p·n/q)`` with ``q = 1 − p``, which stays finite at
+  ``n → 0`` for every ``γ ≥ 0`` (autodiff of ``q^γ`` would give ``∞·0`` there for ``γ < 1``).
+  The gradient w.r.t. the logits is ``α_y·g'(nll)·(softmax − onehot)``: the chain rule through
+  ``cross_entropy``'s hand-derived rule, with no ``[..., K]`` residual beyond what it keeps.
+* PolyLoss adds ``ε·Σ_j t_j (1 − p_j)`` to ``softmax_cross_entropy``; each ``1 − p_j`` is
+  ``−expm1(log p_j)`` from ``log_softmax`` (exact for the dominant class), and the term's
+  derivative is stated so that the label's ``p_y − 1`` never cancels either.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.custom_derivatives import SymbolicZero
+from jax.typing import ArrayLike
+
+from jaxloss import _checks
+from jaxloss._cross_entropy import cross_entropy, softmax_cross_entropy
+from jaxloss._softmax import log_softmax
+
+# ---------------------------------------------------------------------------------------------
+# Focal loss.
+
+
+def _focal_factor_impl(gamma: float, n: Array) -> Array:
+    # nll ≥ 0 mathematically; a rounding −0 or −1e-16 must not make q^γ NaN for fractional γ.
+    n = jnp.maximum(n, 0)
+    return (-jnp.expm1(-n)) ** gamma * n
+
+
+_focal_factor = jax.custom_jvp(_focal_factor_impl, nondiff_argnums=(0,))
+
+
+@_focal_factor.defjvp
+def _focal_factor_jvp(gamma, primals, tangents):
+    # d/dn [q^γ·n] = q^γ + γ·q^{γ−1}·p·n = q^γ·(1 + γ·p·n/q): n/q → 1 as n → 0, so the rule is
+    # finite (0 for γ > 0) where autodiff of q^γ would meet ∞·0 (γ < 1). At n = +inf, p·n = 0.
+    (n,), (tn,) = primals, tangents
+    n = jnp.maximum(n, 0)
+    q = -jnp.expm1(-n)
+    p = jnp.exp(-n)
+    pos = q > 0
+    finite_n = jnp.where(n < jnp.inf, n, jnp.zeros_like(n))
+    ratio = jnp.where(pos, finite_n / jnp.where(pos, q, jnp.ones_like(q)), jnp.ones_like(q))
+    qg = q**gamma
+    return qg * n, qg * (1 + gamma * p * ratio) * tn
+
+
+def _alpha_table(alpha: Any, k: int, logits_shape: tuple, fn: str) -> Array:
+    a = jnp.asarray(alpha)
+    if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
+        raise TypeError(f"{fn}: `alpha` must be a real number or array, got dtype {a.dtype}.")
+    if a.shape not in ((), (k,)):
+        raise ValueError(
+            f"{fn}: `alpha` must be a scalar or have shape ({k},) for {k} classes (logits of "
+            f"shape {logits_shape}), got shape {a.shape}."
+        )
+    return a
+
+
+def softmax_focal_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    *,
+    gamma: float = 2.0,
+    alpha: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    reduction: str = "none",
+) -> Array | tuple[Array, Array]:
+    r"""Softmax focal loss of integer labels: cross-entropy scaled down on easy examples.
+
+    In plain text: ℓ = −α_y·(1 − p_y)^γ·log p_y, p = softmax(x); α_y = 1 without ``alpha``.
+
+    .. math::
+        \ell = -\alpha_y\,(1 - p_y)^{\gamma} \log p_y, \qquad p = \operatorname{softmax}(x)
+
+    Args:
+        logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
+        labels: ``[...]`` integer class indices in ``[0, K)``.
+        axis: the class axis or tuple of axes (a label then indexes the flattened slice).
+        where: boolean mask shaped like ``labels`` (drops examples: loss 0, gradient 0) or like
+            ``logits`` (drops classes from the softmax).
+        gamma: the focusing parameter γ ≥ 0; ``gamma=0`` is ``cross_entropy`` exactly.
+        alpha: optional class balance: a scalar or a ``[K]`` array (lists and integers are
+            accepted), differentiable. Each example is scaled by its label's ``α_y``.
+        ignore_index: a label value (PyTorch uses -100) whose examples give loss 0 and
+            gradient 0 and leave the ``"mean"`` denominator.
+        reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"sum_and_count"``. ``"mean"`` divides
+            by the number of kept examples, not by ``Σ α_y`` (as torchvision and the paper,
+            which normalises by a count of examples): ``α`` is a fixed reweighting, which
+            dividing by ``Σ α_y`` would undo in a batch holding one class.
+
+    Returns:
+        ``[...]`` losses for ``"none"``, a scalar for ``"sum"``/``"mean"``, a pair for
+        ``"sum_and_count"``; float32 for bf16/f16 logits.
+
+    Numerics:
+        ``nll = −log p_y`` comes from ``cross_entropy`` (exact when ``p_y → 1``), and
+        ``1 − p_y = −expm1(−nll)``, so a confident row's tiny loss keeps its digits. The
+        gradient is ``α_y·g'(nll)·(softmax − onehot)`` with a stated ``g'`` that is finite at
+        ``p_y = 1`` for every ``γ ≥ 0`` (0 for ``γ > 0``), also for ``γ < 1`` where
+        ``(1 − p)^γ`` alone has an infinite derivative. Out-of-range labels give NaN; a label
+        whose class is masked out gives ``+inf``; masked and ignored examples give 0 with
+        gradient 0, also w.r.t. ``alpha``.
+
+    References:
+        Lin, Goyal, Girshick, He and Dollár, "Focal Loss for Dense Object Detection", ICCV
+        2017, arXiv:1708.02002.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> logits = jnp.array([[3.0, 0.0, -1.0], [0.5, 0.2, 0.1]])
+        >>> labels = jnp.array([0, 2])
+        >>> print(jaxloss.softmax_focal_loss(logits, labels, gamma=2.0))
+        [0.0003 0.6673]
+        >>> print(jaxloss.softmax_focal_loss(logits, labels, gamma=0.0))  # cross-entropy
+        [0.0659 1.2801]
+    """
+    fn = "softmax_focal_loss"
+    _checks.check_reduction(reduction, fn)
+    g = _checks.static_number(gamma, "gamma", fn, low=0.0)
+    _checks.check_floating(logits, "logits", fn)
+    _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
+    logits = jnp.asarray(logits)
+    labels = _checks.wide_labels(jnp.asarray(labels))
+    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    batch_shape = tuple(n for a, n in enumerate(logits.shape) if a not in axes)
+    if labels.shape != batch_shape:
+        raise ValueError(
+            f"{fn}: `labels` must have the logits' shape without the class axis {axis!r}: "
+            f"expected {batch_shape} for logits of shape {logits.shape}, got {labels.shape}."
+        )
+    example_mask, class_mask = _checks.split_where(where, logits.shape, axes, fn)
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+    ):
+        raise TypeError(f"{fn}: `ignore_index` must be an int or None, got {ignore_index!r}.")
+    k = math.prod(logits.shape[a] for a in axes)
+    table = None if alpha is None else _alpha_table(alpha, k, logits.shape, fn)
+
+    nll = cross_entropy(logits, labels, axis, where, ignore_index=ignore_index)
+    assert not isinstance(nll, tuple)  # reduction="none"
+    loss = nll if g == 0 else _focal_factor(g, nll)
+
+    # ones_like: sharded like the labels, so the select below type-checks on Explicit meshes.
+    keep = jnp.ones_like(labels, bool) if example_mask is None else example_mask
+    if ignore_index is not None:
+        keep = keep & (labels != ignore_index)
+    if class_mask is not None:
+        keep = keep & jnp.any(class_mask, axis=axes)
+    if table is not None:
+        a = table.astype(loss.dtype)
+        if a.ndim:
+            a = _checks.take(a, jnp.where((labels >= 0) & (labels < k), labels, 0))
+        # Dropped examples have loss 0; an inf or NaN α_y must not turn that into NaN.
+        loss = jnp.where(keep, a, jnp.zeros_like(loss)) * loss
+    return _checks.reduce_loss(loss, keep.astype(loss.dtype), reduction, keep)
+
+
+# ---------------------------------------------------------------------------------------------
+# PolyLoss.
+
+
+def _poly_term_impl(x: Array, t: Array) -> Array:
+    """Σ_j t_j (1 − p_j) per row of classes-last `x` (masked entries −inf, their t 0)."""
+    return jnp.sum(t * -jnp.expm1(log_softmax(x)), -1)
+
+
+_poly_term = jax.custom_jvp(_poly_term_impl)
+
+
+def _poly_tangent(x: Array, t: Array, u: Array, tx: Array | None, tt: Array | None) -> Array:
+    log_p = log_softmax(x)
+    out = jnp.zeros_like(u)
+    if tx is not None:
+        # ∂U/∂x_k = p_k·(Σ_j t_j p_j − t_k) = p_k·((Σt − t_k) − U): for a one-hot row the
+        # label's entry is −p_y·U = p_y·(p_y − 1) with no cancellation.
+        h = jnp.exp(log_p) * ((jnp.sum(t, -1, keepdims=True) - t) - u[..., None])
+        out = out + jnp.sum(h * tx, -1)
+    if tt is not None:
+        out = out + jnp.sum(-jnp.expm1(log_p) * tt, -1)
+    return out
+
+
+def _poly_term_jvp(primals, tangents):
+    x, t = primals
+    tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents)
+    u = _poly_term(x, t)
+    if tx is None and tt is None:
+        return u, jnp.zeros_like(u)
+    # Checkpointed: the backward pass recomputes log p from the logits instead of keeping it.
+    return u, jax.checkpoint(_poly_tangent)(x, t, u, tx, tt)
+
+
+_poly_term.defjvp(_poly_term_jvp, symbolic_zeros=True)
+
+
+def poly_loss_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    *,
+    epsilon: float = 2.0,
+    reduction: str = "none",
+) -> Array | tuple[Array, Array]:
+    r"""Poly-1 loss: cross-entropy plus ε times the first polynomial term (a drop-in for Optax's).
+
+    In plain text: ℓ = −Σ_j t_j log p_j + ε·Σ_j t_j (1 − p_j), p = softmax(x).
+
+    .. math::
+        \ell = -\sum_j t_j \log p_j + \varepsilon \sum_j t_j (1 - p_j), \qquad
+        p = \operatorname{softmax}(x)
+
+    For one-hot targets this is the paper's ``CE + ε·(1 − p_t)``.
+
+    Args:
+        logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
+        labels: ``[..., K]`` one-hot or soft targets; integer one-hot arrays are accepted and
+            converted to the logits' compute dtype.
+        axis: the class axis or tuple of axes.
+        where: boolean mask shaped like ``logits`` (drops classes from the softmax and the
+            sums) or like the batch (drops examples: loss 0, gradient 0).
+        epsilon: ε, the coefficient of ``(1 − p_t)``; the paper suggests 2 for ImageNet
+            classification and −1 for detection. A concrete number (fixed at trace time).
+        reduction: ``"none"``, ``"sum"``, ``"mean"`` (over kept examples) or
+            ``"sum_and_count"``.
+
+    Returns:
+        ``[...]`` losses for ``"none"``, else a scalar (or a pair for ``"sum_and_count"``);
+        float32 for bf16/f16 logits.
+
+    Numerics:
+        Each ``1 − p_j`` is ``−expm1(log p_j)``, exact to rounding for the dominant class, where
+        Optax's ``1 − p`` keeps no digit once ``p_t > 1 − 1e-8`` in float32. The gradient
+        w.r.t. the logits is ``softmax_cross_entropy``'s plus the stated
+        ``ε·p_k·((Σt − t_k) − Σ_j t_j(1 − p_j))``, whose label entry for one-hot targets is
+        ``ε·p_y·(p_y − 1)`` without cancellation; the backward pass recomputes ``p`` from the
+        logits. W.r.t. the targets it is ``−log p_j + ε(1 − p_j)``. Zero targets on ``-inf``
+        logits add 0 (Optax gives NaN).
+
+    References:
+        Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification Loss
+        Functions", ICLR 2022, arXiv:2204.12511.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> logits = jnp.array([[3.0, 0.0, -1.0], [0.5, 0.2, 0.1]])
+        >>> labels = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        >>> print(jaxloss.poly_loss_cross_entropy(logits, labels, epsilon=2.0))
+        [0.1934 2.7241]
+    """
+    fn = "poly_loss_cross_entropy"
+    _checks.check_reduction(reduction, fn)
+    eps = _checks.static_number(epsilon, "epsilon", fn)
+    _checks.check_floating(logits, "logits", fn)
+    logits = jnp.asarray(logits)
+    cdt = _checks.compute_dtype(logits.dtype)
+    ldtype = jnp.result_type(labels)
+    if jnp.issubdtype(ldtype, jnp.integer) or jnp.issubdtype(ldtype, jnp.bool_):
+        labels = jnp.asarray(labels).astype(cdt)
+    _checks.check_floating(labels, "labels", fn)
+    _checks.check_same_shape(logits, labels, "logits", "labels", fn)
+    labels = jnp.asarray(labels)
+    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    example_mask, class_mask = _checks.split_where(where, logits.shape, axes, fn)
+
+    ce = softmax_cross_entropy(logits, labels, axis, where)
+    x = _checks.classes_last(logits, axes).astype(cdt)
+    t = _checks.classes_last(labels, axes).astype(cdt)
+    keep = None
+    if class_mask is not None:
+        keep = _checks.classes_last(class_mask, axes)
+    elif example_mask is not None:
+        keep = jnp.broadcast_to(example_mask[..., None], x.shape)
+    if keep is not None:
+        x = jnp.where(keep, x, -jnp.inf)
+        t = jnp.where(keep, t, 0)
+    loss = ce + eps * _poly_term(x, t)
+
+    if reduction == "none":
+        return loss
+    kept = jnp.ones_like(loss, bool) if keep is None else jnp.any(keep, -1)
+    return _checks.reduce_loss(loss, kept.astype(loss.dtype), reduction, kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Label smoothing.
+
+
+def smooth_labels(
+    labels: ArrayLike,
+    alpha: float,
+    *,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    num_classes: int | None = None,
+) -> Array:
+    r"""Label smoothing: mix one-hot targets with the uniform distribution (a drop-in for Optax's).
+
+    In plain text: t′ = (1 − α)·t + α/K, K the number of classes (left in by ``where``).
+
+    .. math::
+        t' = (1 - \alpha)\, t + \frac{\alpha}{K}
+
+    Args:
+        labels: ``[..., K]`` one-hot or soft targets with a floating dtype, or ``[...]``
+            integer class indices together with ``num_classes``.
+        alpha: the smoothing weight α in ``[0, 1]``, a concrete number.
+        axis: the class axis or tuple of axes of ``labels`` (with integer labels: where the
+            new class axis goes in the output, an int).
+        where: boolean mask shaped like the output (classes to keep: ``K`` counts them) or
+            like its batch (examples to keep). Entries outside the mask are 0, so each kept
+            row still sums to 1 over its kept classes.
+        num_classes: ``K`` for integer labels, which then come back as smoothed one-hot rows.
+
+    Returns:
+        ``[..., K]`` smoothed targets, in the dtype of float ``labels`` (computed in at least
+        float32), float32 (float64 under x64) for integer labels.
+
+    Numerics:
+        Differentiable w.r.t. float ``labels``. An integer label outside
+        ``[0, num_classes)`` gives a row of NaN, never a silent uniform row; mask it with
+        ``where`` (its row is then 0). A fully masked row is 0, not ``α/0``.
+
+    References:
+        Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016.
+        Müller, Kornblith and Hinton, "When Does Label Smoothing Help?", NeurIPS 2019,
+        arXiv:1906.02629.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> import jaxloss
+        >>> print(jaxloss.smooth_labels(jnp.array([[0.0, 1.0, 0.0, 0.0]]), 0.2))
+        [[0.05 0.85 0.05 0.05]]
+        >>> print(jaxloss.smooth_labels(jnp.array([2, 0]), 0.2, num_classes=3))
+        [[0.0667 0.0667 0.8667]
+         [0.8667 0.0667 0.0667]]
+    """
+    fn = "smooth_labels"
+    a = _checks.static_number(alpha, "alpha", fn, low=0.0, high=1.0)
+    ldtype = jnp.result_type(labels)
+    if jnp.issubdtype(ldtype, jnp.integer):
+        if num_classes is None:
+            raise TypeError(
+                f"{fn}: integer `labels` (shape {_checks._shape(labels)}) are class indices: "
+                "pass `num_classes`, or pass one-hot labels with a floating dtype."
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"{fn}: `num_classes` must be a positive int, got {num_classes!r}.")
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"{fn}: with integer labels `axis` must be an int, got {axis!r}.")
+        y = _checks.wide_labels(jnp.asarray(labels))
+        if not -(y.ndim + 1) <= axis <= y.ndim:
+            raise ValueError(
+                f"{fn}: `axis`={axis} is out of range for the output of {y.ndim + 1} dimensions "
+                f"(labels of shape {y.shape})."
+            )
+        out_dtype = jnp.result_type(float)
+        in_range = (y >= 0) & (y < num_classes)
+        onehot = jax.nn.one_hot(y, num_classes, dtype=out_dtype, axis=axis)
+        nan = jnp.expand_dims(~in_range, axis)
+        t = jnp.where(nan, jnp.nan, onehot)
+    elif num_classes is not None:
+        raise TypeError(
+            f"{fn}: `num_classes` is for integer class indices; `labels` has dtype {ldtype}."
+        )
+    else:
+        _checks.check_floating(labels, "labels", fn)
+        t = jnp.asarray(labels)
+        out_dtype = t.dtype
+    axes = _checks.canonicalize_axes(axis, t.ndim, "labels", t.shape, fn)
+    example_mask, class_mask = _checks.split_where(where, t.shape, axes, fn)
+    tf = t.astype(_checks.compute_dtype(t.dtype))
+    if class_mask is None:
+        k = math.prod(t.shape[i] for i in axes)
+        out = (1.0 - a) * tf + a / k
+        if example_mask is not None:
+            keep = jnp.broadcast_to(jnp.expand_dims(example_mask, axes), t.shape)
+            out = jnp.where(keep, out, 0)
+    else:
+        n = jnp.sum(class_mask, axis=axes, keepdims=True, dtype=tf.dtype)
+        safe_n = jnp.where(n > 0, n, jnp.ones_like(n))
+        out = jnp.where(class_mask, (1.0 - a) * tf + a / safe_n, 0)
+    return out.astype(out_dtype)
