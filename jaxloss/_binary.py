@@ -72,27 +72,38 @@ def _bce_jvp(primals, tangents):
     x, t, pw = primals
     tx, tt, tpw = (None if isinstance(v, SymbolicZero) else v for v in tangents)
     loss = _bce_impl(x, t, pw)
-    out = jnp.zeros_like(loss)
+    terms = []
     if tx is not None:
         # ∂ℓ/∂x = (pw·t + 1 − t)·σ(x) − pw·t = (1 − t)·σ(x) − pw·t·σ(−x): two accurate terms.
-        g = (1 - t) * jax.nn.sigmoid(x) - (pw * t) * jax.nn.sigmoid(-x)
-        out = out + g * tx
+        terms.append(((1 - t) * jax.nn.sigmoid(x) - (pw * t) * jax.nn.sigmoid(-x)) * tx)
     if tt is not None:
         # ∂ℓ/∂t = pw·softplus(−x) − softplus(x) = (pw − 1)·log1p(e^{−|x|}) + pw·max(−x, 0) −
         # max(x, 0): −x exactly when pw = 1.
         tail = jnp.log1p(jnp.exp(-jnp.abs(x)))
-        g = (pw - 1) * tail + _mul0(pw, jnp.maximum(-x, 0)) - jnp.maximum(x, 0)
-        out = out + g * tt
+        terms.append(((pw - 1) * tail + _mul0(pw, jnp.maximum(-x, 0)) - jnp.maximum(x, 0)) * tt)
     if tpw is not None:
-        out = out + _mul0(t, _softplus_pair(x)[1]) * tpw
-    return loss, out
+        terms.append(_mul0(t, _softplus_pair(x)[1]) * tpw)
+    return loss, _sum_terms(terms, loss)
+
+
+def _sum_terms(terms: list[Array], like: Array) -> Array:
+    """The tangent's terms added up; zeros only when there is none (a zeros array that a term is
+    added to would be kept for the backward pass as a residual)."""
+    if not terms:
+        return jnp.zeros_like(like)
+    out = terms[0]
+    for term in terms[1:]:
+        out = out + term
+    return out
 
 
 _bce.defjvp(_bce_jvp, symbolic_zeros=True)
 
 
 # ---------------------------------------------------------------------------------------------
-# Focal loss: ℓ = m^γ·B, m = 1 − p_t = (1 − t)·σ(x) + t·σ(−x), B = the BCE above (pw = 1).
+# Focal loss: ℓ = α_t·m^γ·B, m = 1 − p_t = (1 − t)·σ(x) + t·σ(−x), B = the BCE above (pw = 1),
+# α_t = α·t + (1 − α)·(1 − t) (1 without α). α is inside the rule, so the backward pass keeps one
+# array (the gradient's coefficient), not α_t besides it.
 
 
 def _focal_parts(gamma: float, x: Array, t: Array):
@@ -101,46 +112,64 @@ def _focal_parts(gamma: float, x: Array, t: Array):
     # log m from the log-sigmoids: hard labels give −softplus(±x) exactly, never log of an
     # underflowed m, so m^γ = exp(γ·log m) is right for γ < 1 where m itself is subnormal or 0.
     log_m = jnp.logaddexp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
-    if float(gamma).is_integer() and 1 <= gamma <= 8:
+    if gamma == 0:
+        weight = None  # exactly the cross-entropy
+    elif float(gamma).is_integer() and gamma <= 8:
         # Integer γ: m^γ by multiplication, as exact as m (m underflows only where m^γ does).
         m = (1 - t) * jax.nn.sigmoid(x) + t * jax.nn.sigmoid(-x)
         weight = lax.integer_pow(m, int(gamma))
     else:
         weight = jnp.exp(gamma * log_m)
-    return bce, log_m, weight, sp_pos, sp_neg
+    return bce, log_m, weight
 
 
-def _focal_impl(gamma: float, x: Array, t: Array) -> Array:
-    bce, _, weight, _, _ = _focal_parts(gamma, x, t)
-    return _mul0(weight, bce)
+def _alpha_t(alpha: float | None, t: Array) -> Array | None:
+    return None if alpha is None else alpha * t + (1 - alpha) * (1 - t)
 
 
-_focal = jax.custom_jvp(_focal_impl, nondiff_argnums=(0,))
+def _scaled(a: Array | None, v: Array) -> Array:
+    return v if a is None else a * v
 
 
-def _focal_jvp(gamma, primals, tangents):
+def _focal_impl(gamma: float, alpha: float | None, x: Array, t: Array) -> Array:
+    bce, _, weight = _focal_parts(gamma, x, t)
+    return _scaled(_alpha_t(alpha, t), bce if weight is None else _mul0(weight, bce))
+
+
+_focal = jax.custom_jvp(_focal_impl, nondiff_argnums=(0, 1))
+
+
+def _focal_jvp(gamma, alpha, primals, tangents):
     x, t = primals
     tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents)
-    bce, log_m, weight, sp_pos, sp_neg = _focal_parts(gamma, x, t)
-    loss = _mul0(weight, bce)
-    out = jnp.zeros_like(loss)
+    bce, log_m, weight = _focal_parts(gamma, x, t)
+    unweighted = bce if weight is None else _mul0(weight, bce)
+    a_t = _alpha_t(alpha, t)
+    terms = []
     if tx is not None:
-        # ∂ℓ/∂x = γ·m^γ·(m′/m)·B + m^γ·(σ(x) − t), with m′/m = (1 − 2t)·σ(x)σ(−x)/m
+        # ∂ℓ/∂x = α_t·[γ·m^γ·(m′/m)·B + m^γ·(σ(x) − t)], with m′/m = (1 − 2t)·σ(x)σ(−x)/m
         # = (1 − 2t) / ((1 − t)(1 + e^x) + t(1 + e^{−x})): |m′/m| ≤ 1 and never 0/0, so
         # m^{γ−1}, infinite at p_t = 1 for γ < 1, is never formed.
-        denom = _mul0(1 - t, 1 + jnp.exp(x)) + _mul0(t, 1 + jnp.exp(-x))
-        ratio = (1 - 2 * t) / denom
-        g_bce = (1 - t) * jax.nn.sigmoid(x) - t * jax.nn.sigmoid(-x)
-        g = _mul0(gamma * weight * ratio, bce) + weight * g_bce
-        out = out + g * tx
+        g = (1 - t) * jax.nn.sigmoid(x) - t * jax.nn.sigmoid(-x)
+        if weight is not None:
+            denom = _mul0(1 - t, 1 + jnp.exp(x)) + _mul0(t, 1 + jnp.exp(-x))
+            ratio = (1 - 2 * t) / denom
+            g = _mul0(gamma * weight * ratio, bce) + weight * g
+        terms.append(_scaled(a_t, g) * tx)
     if tt is not None:
-        # ∂ℓ/∂t = γ·m^γ·(B/m)·(σ(−x) − σ(x)) − m^γ·x, with B/m = exp(log B − log m) in logs:
-        # B and m both underflow at |x| = 1e4 while their ratio is about 1.
-        log_b = jnp.logaddexp(jnp.log(t) + _log_softplus(-x), jnp.log1p(-t) + _log_softplus(x))
-        b_over_m = jnp.exp(log_b - log_m)
-        g = _mul0(gamma * weight * -jnp.tanh(x / 2), b_over_m) - _mul0(weight, x)
-        out = out + g * tt
-    return loss, out
+        # ∂ℓ/∂t = α_t·[γ·m^γ·(B/m)·(σ(−x) − σ(x)) − m^γ·x] + (2α − 1)·m^γ·B, with
+        # B/m = exp(log B − log m) in logs: both underflow at |x| = 1e4, their ratio is about 1.
+        if weight is None:
+            g = -x
+        else:
+            log_b = jnp.logaddexp(jnp.log(t) + _log_softplus(-x), jnp.log1p(-t) + _log_softplus(x))
+            b_over_m = jnp.exp(log_b - log_m)
+            g = _mul0(gamma * weight * -jnp.tanh(x / 2), b_over_m) - _mul0(weight, x)
+        g = _scaled(a_t, g)
+        if alpha is not None:
+            g = g + (2 * alpha - 1) * unweighted
+        terms.append(g * tt)
+    return _scaled(a_t, unweighted), _sum_terms(terms, unweighted)
 
 
 _focal.defjvp(_focal_jvp, symbolic_zeros=True)
@@ -174,7 +203,7 @@ def _numeric(value: Any, name: str, fn: str) -> Array:
 def _prepare(fn: str, logits: Any, labels: Any, where: Any, **options: Any):
     """(x, t, mask, options, cdt): logits and labels broadcast together in the compute dtype;
     each array option (None stays None) checked to broadcast to that shape without enlarging
-    it, and broadcast; `mask` the broadcast boolean `where` or None."""
+    it, and given its rank; `mask` the broadcast boolean `where` or None."""
     _checks.check_floating(logits, "logits", fn)
     logits = jnp.asarray(logits)
     labels = _numeric(labels, "labels", fn)
@@ -200,7 +229,9 @@ def _prepare(fn: str, logits: Any, labels: Any, where: Any, **options: Any):
             ok = False
         if not ok:
             raise _shape_error(fn, name, value.shape, shape, "the loss's shape")
-        out[name] = jnp.broadcast_to(value.astype(cdt), shape)
+        # Same rank, not broadcast: a per-class [K] weight stays [1, K], so the backward pass
+        # keeps it at its own size.
+        out[name] = value.astype(cdt).reshape((1,) * (len(shape) - value.ndim) + value.shape)
     mask = None
     if where is not None:
         where_arr = jnp.asarray(where)
@@ -448,7 +479,4 @@ def sigmoid_focal_loss(
     x, t, mask, _, _ = _prepare(fn, logits, labels, where)
     x, t = _masked(mask, (x, 0.0), (t, 0.0))
     assert x is not None and t is not None
-    loss = _bce(x, t, jnp.ones((), x.dtype)) if g == 0 else _focal(g, x, t)
-    if a is not None:
-        loss = (a * t + (1 - a) * (1 - t)) * loss
-    return _finish(loss, mask, reduction)
+    return _finish(_focal(g, a, x, t), mask, reduction)
