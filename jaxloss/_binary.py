@@ -23,7 +23,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array, lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
@@ -208,7 +207,7 @@ def _prepare(fn: str, logits: Any, labels: Any, where: Any, **options: Any):
     logits = jnp.asarray(logits)
     labels = _numeric(labels, "labels", fn)
     try:
-        shape = tuple(np.broadcast_shapes(logits.shape, labels.shape))
+        shape = tuple(jnp.broadcast_shapes(logits.shape, labels.shape))
     except ValueError:
         raise ValueError(
             f"{fn}: `logits` with shape {logits.shape} and `labels` with shape {labels.shape} "
@@ -224,7 +223,7 @@ def _prepare(fn: str, logits: Any, labels: Any, where: Any, **options: Any):
             continue
         value = _numeric(value, name, fn)
         try:
-            ok = np.broadcast_shapes(value.shape, shape) == shape
+            ok = jnp.broadcast_shapes(value.shape, shape) == shape
         except ValueError:
             ok = False
         if not ok:
@@ -241,7 +240,7 @@ def _prepare(fn: str, logits: Any, labels: Any, where: Any, **options: Any):
                 f"{where_arr.shape}."
             )
         try:
-            ok = np.broadcast_shapes(where_arr.shape, shape) == shape
+            ok = jnp.broadcast_shapes(where_arr.shape, shape) == shape
         except ValueError:
             ok = False
         if not ok:

@@ -71,6 +71,30 @@ def _plain_ce_options(x, y):
     return (1 - eps) * w[y] * nll + eps * smooth + OPTIONS["z_loss"] * lse**2
 
 
+def _unit(rng, dtype):
+    return jnp.asarray(rng.uniform(size=(B, K)), dtype)
+
+
+def _plain_bce(x, t, w=1.0, pw=1.0):
+    s = jax.nn.sigmoid(x)
+    return -w * (pw * t * jnp.log(s) + (1 - t) * jnp.log(1 - s))
+
+
+POS_WEIGHT = np.linspace(0.5, 3.0, K)
+ELEMENT_WEIGHT = np.linspace(2.0, 0.5, K)
+
+
+def _plain_bce_options(x, t):
+    t = t * 0.9 + 0.05
+    return _plain_bce(x, t, jnp.asarray(ELEMENT_WEIGHT)[None], jnp.asarray(POS_WEIGHT)[None])
+
+
+def _plain_focal(x, t, alpha=0.25, gamma=1.5):
+    s = jax.nn.sigmoid(x)
+    m = (1 - t) * s + t * (1 - s)
+    return (alpha * t + (1 - alpha) * (1 - t)) * m**gamma * _plain_bce(x, t)
+
+
 def _xlogx(p):
     return jax.scipy.special.xlogy(p, p)
 
@@ -111,6 +135,19 @@ CASES = [
     Case("nll_loss", jaxloss.nll_loss,
          lambda r, d: (jnp.log(_probs(r, d)), _labels(r)), ref.nll_loss,
          lambda lq, y: -jnp.take_along_axis(lq, y[:, None], -1)[:, 0]),
+    Case("sigmoid_binary_cross_entropy", jaxloss.sigmoid_binary_cross_entropy,
+         lambda r, d: (_logits(r, d), _unit(r, d)), ref.sigmoid_binary_cross_entropy,
+         _plain_bce),
+    Case("binary_cross_entropy_with_logits",
+         lambda x, t: jaxloss.binary_cross_entropy_with_logits(
+             x, t, weight=ELEMENT_WEIGHT, pos_weight=POS_WEIGHT, label_smoothing=0.1),
+         lambda r, d: (_logits(r, d), _unit(r, d)),
+         lambda x, t: ref.binary_cross_entropy(x, t * 0.9 + 0.05, ELEMENT_WEIGHT, POS_WEIGHT),
+         _plain_bce_options),
+    Case("sigmoid_focal_loss",
+         lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5),
+         lambda r, d: (_logits(r, d), _unit(r, d)),
+         lambda x, t: ref.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5), _plain_focal),
 ]  # fmt: skip
 
 CASE_IDS = [c.name for c in CASES]

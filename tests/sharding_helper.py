@@ -53,6 +53,12 @@ CASES = {
         (X, Y),
     ),
     "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, class_weights=W), (jax.nn.log_softmax(X), Y)),
+    "sigmoid_binary_cross_entropy": (jaxloss.sigmoid_binary_cross_entropy, (X, PROBS)),
+    "binary_cross_entropy_with_logits": (
+        lambda x, t: jaxloss.binary_cross_entropy_with_logits(x, t, pos_weight=W, reduction="mean"),
+        (X, PROBS),
+    ),
+    "sigmoid_focal_loss": (lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25), (X, PROBS)),
 }
 
 

@@ -34,6 +34,13 @@ CASES = {
     "cross_entropy": (lambda x, y: jaxloss.cross_entropy(
         x, y, label_smoothing=0.1, class_weights=W, z_loss=1e-3, reduction="mean"), "xy"),
     "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, reduction="sum"), "xy"),
+    "sigmoid_binary_cross_entropy": (
+        lambda a, b: jaxloss.sigmoid_binary_cross_entropy(a, jax.nn.sigmoid(b)), "xx"),
+    "binary_cross_entropy_with_logits": (
+        lambda a, b: jaxloss.binary_cross_entropy_with_logits(
+            a, jax.nn.sigmoid(b), pos_weight=W, reduction="mean"), "xx"),
+    "sigmoid_focal_loss": (
+        lambda a, b: jaxloss.sigmoid_focal_loss(a, jax.nn.sigmoid(b), alpha=0.25), "xx"),
 }  # fmt: skip
 
 
