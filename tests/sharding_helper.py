@@ -55,7 +55,7 @@ CASES = {
     "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, class_weights=W), (jax.nn.log_softmax(X), Y)),
     "sigmoid_binary_cross_entropy": (jaxloss.sigmoid_binary_cross_entropy, (X, PROBS)),
     "binary_cross_entropy_with_logits": (
-        lambda x, t: jaxloss.binary_cross_entropy_with_logits(x, t, pos_weight=W, reduction="mean"),
+        lambda x, t: jaxloss.binary_cross_entropy_with_logits(x, t, weight=W, pos_weight=W),
         (X, PROBS),
     ),
     "sigmoid_focal_loss": (lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25), (X, PROBS)),
