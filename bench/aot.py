@@ -158,6 +158,13 @@ RECIPES: dict[str, Recipe] = {
     "entropy": Recipe(("probs",), (_ref("formula: -sum(xlogy(p, p))"),)),
     "softmax_entropy": Recipe(("logits",), (_ref("formula: -sum(softmax * log_softmax)"),)),
     "nll_loss": Recipe(("log_probs", "labels"), (_ref("formula: -take_along_axis(log_probs, y)"),)),
+    "sigmoid_binary_cross_entropy": Recipe(
+        ("logits", "probs"), (_ref("optax.sigmoid_binary_cross_entropy"),)
+    ),
+    "binary_cross_entropy_with_logits": Recipe(
+        ("logits", "probs"), (_ref("optax.sigmoid_binary_cross_entropy"),)
+    ),
+    "sigmoid_focal_loss": Recipe(("logits", "probs"), (_ref("optax.sigmoid_focal_loss"),)),
 }
 #: Compared on memory only, against the unfused formula, at the shapes' model-step hidden sizes.
 LINEAR = "linear_cross_entropy"

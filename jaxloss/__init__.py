@@ -5,6 +5,11 @@ Cross-entropy, negative log-likelihood, KL divergence and entropy with Optax's c
 finite results wherever the mathematics is finite.
 """
 
+from jaxloss._binary import (
+    binary_cross_entropy_with_logits as binary_cross_entropy_with_logits,
+)
+from jaxloss._binary import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
+from jaxloss._binary import sigmoid_focal_loss as sigmoid_focal_loss
 from jaxloss._cross_entropy import cross_entropy as cross_entropy
 from jaxloss._cross_entropy import nll_loss as nll_loss
 from jaxloss._cross_entropy import softmax_cross_entropy as softmax_cross_entropy
@@ -26,6 +31,7 @@ from jaxloss._variants import softmax_focal_loss as softmax_focal_loss
 __version__ = "0.1.0"
 
 __all__ = [
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
     "entropy",
     "kl_divergence",
@@ -35,6 +41,8 @@ __all__ = [
     "logsumexp",
     "nll_loss",
     "poly_loss_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "sigmoid_focal_loss",
     "smooth_labels",
     "softmax",
     "softmax_cross_entropy",

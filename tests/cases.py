@@ -85,6 +85,30 @@ def _plain_poly(x, t):
     return -jnp.sum(t * log_q, -1) + 2.0 * jnp.sum(t * (1 - jnp.exp(log_q)), -1)
 
 
+def _unit(rng, dtype):
+    return jnp.asarray(rng.uniform(size=(B, K)), dtype)
+
+
+def _plain_bce(x, t, w=1.0, pw=1.0):
+    s = jax.nn.sigmoid(x)
+    return -w * (pw * t * jnp.log(s) + (1 - t) * jnp.log(1 - s))
+
+
+POS_WEIGHT = np.linspace(0.5, 3.0, K)
+ELEMENT_WEIGHT = np.linspace(2.0, 0.5, K)
+
+
+def _plain_bce_options(x, t):
+    t = t * 0.9 + 0.05
+    return _plain_bce(x, t, jnp.asarray(ELEMENT_WEIGHT)[None], jnp.asarray(POS_WEIGHT)[None])
+
+
+def _plain_sigmoid_focal(x, t, alpha=0.25, gamma=1.5):
+    s = jax.nn.sigmoid(x)
+    m = (1 - t) * s + t * (1 - s)
+    return (alpha * t + (1 - alpha) * (1 - t)) * m**gamma * _plain_bce(x, t)
+
+
 def _xlogx(p):
     return jax.scipy.special.xlogy(p, p)
 
@@ -133,6 +157,19 @@ CASES = [
          lambda r, d: (_logits(r, d), _probs(r, d)), ref.poly_loss_cross_entropy, _plain_poly),
     Case("smooth_labels", lambda t: jaxloss.smooth_labels(t, 0.1), lambda r, d: (_probs(r, d),),
          lambda t: ref.smooth_labels(t, 0.1), lambda t: 0.9 * t + 0.1 / K, elementwise=True),
+    Case("sigmoid_binary_cross_entropy", jaxloss.sigmoid_binary_cross_entropy,
+         lambda r, d: (_logits(r, d), _unit(r, d)), ref.sigmoid_binary_cross_entropy,
+         _plain_bce),
+    Case("binary_cross_entropy_with_logits",
+         lambda x, t: jaxloss.binary_cross_entropy_with_logits(
+             x, t, weight=ELEMENT_WEIGHT, pos_weight=POS_WEIGHT, label_smoothing=0.1),
+         lambda r, d: (_logits(r, d), _unit(r, d)),
+         lambda x, t: ref.binary_cross_entropy(x, t * 0.9 + 0.05, ELEMENT_WEIGHT, POS_WEIGHT),
+         _plain_bce_options),
+    Case("sigmoid_focal_loss",
+         lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5),
+         lambda r, d: (_logits(r, d), _unit(r, d)),
+         lambda x, t: ref.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5), _plain_sigmoid_focal),
 ]  # fmt: skip
 
 CASE_IDS = [c.name for c in CASES]

@@ -164,3 +164,20 @@ def poly_loss_cross_entropy(x, t, *, epsilon=2.0):
 def smooth_labels(t, alpha):
     t = f64(t)
     return (1 - alpha) * t + alpha / t.shape[-1]
+
+
+def binary_cross_entropy(x, t, weight=1.0, pos_weight=1.0):
+    """−w·[p_w·t·log σ(x) + (1 − t)·log(1 − σ(x))], with log σ(x) = −logaddexp(0, −x)."""
+    x, t = f64(x), f64(t)
+    return f64(weight) * (f64(pos_weight) * t * np.logaddexp(0, -x) + (1 - t) * np.logaddexp(0, x))
+
+
+def sigmoid_binary_cross_entropy(x, t):
+    return binary_cross_entropy(x, t)
+
+
+def sigmoid_focal_loss(x, t, alpha=None, gamma=2.0):
+    x, t = f64(x), f64(t)
+    one_minus_pt = (1 - t) * special.expit(x) + t * special.expit(-x)
+    loss = one_minus_pt**gamma * binary_cross_entropy(x, t)
+    return loss if alpha is None else (alpha * t + (1 - alpha) * (1 - t)) * loss

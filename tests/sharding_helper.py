@@ -59,6 +59,12 @@ CASES = {
     ),
     "poly_loss_cross_entropy": (jaxloss.poly_loss_cross_entropy, (X, PROBS)),
     "smooth_labels": (lambda t: jaxloss.smooth_labels(t, 0.1), (PROBS,)),
+    "sigmoid_binary_cross_entropy": (jaxloss.sigmoid_binary_cross_entropy, (X, PROBS)),
+    "binary_cross_entropy_with_logits": (
+        lambda x, t: jaxloss.binary_cross_entropy_with_logits(x, t, weight=W, pos_weight=W),
+        (X, PROBS),
+    ),
+    "sigmoid_focal_loss": (lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25), (X, PROBS)),
 }
 
 

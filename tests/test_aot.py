@@ -60,6 +60,13 @@ OPTAX_INT = "optax.softmax_cross_entropy_with_integer_labels"
 DTYPES = ("float32", "bfloat16")
 MODES = ("forward", "value_and_grad")
 TARGETS = ("tpu-v5e", "h100")
+#: Per-element losses: for bf16 logits they come back in float32 (the library's rule for losses)
+#: where Optax returns bf16, and the output is logits-sized, so writing it costs 1·B more.
+F32_ELEMENTWISE = {
+    "sigmoid_binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "sigmoid_focal_loss",
+}
 
 
 @functools.cache
@@ -147,7 +154,9 @@ def test_no_more_bytes_or_scratch_than_the_reference(function, target, dtype, mo
     # Bytes: a pass over the logits is 1·B. Per-row vectors (labels, losses, row statistics)
     # are 0.0001·B here, and the partial sums of a row reduction XLA:GPU splits in two (128
     # per row, written and read back) 0.008·B: slack of 1% of B, as for GPU scratch.
-    assert mine["bytes"] <= ref["bytes"] + 0.01 * b, (describe(mine), describe(ref))
+    wider = function in F32_ELEMENTWISE and dtype == "bfloat16" and mode == "forward"
+    extra = 1.0 * b if wider else 0.0
+    assert mine["bytes"] <= ref["bytes"] + 0.01 * b + extra, (describe(mine), describe(ref))
 
 
 # --- integer-label cross-entropy on TPU v5e at the stated shapes -------------------------------

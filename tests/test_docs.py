@@ -287,6 +287,37 @@ def _numpy_poly(x, t, *, epsilon):
     return -np.sum(_xlogy(t, p), -1) + epsilon * np.sum(t * (1 - p), -1)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _units(rng: np.random.Generator) -> np.ndarray:
+    t = rng.uniform(size=(B, K))
+    t[0] = rng.integers(0, 2, K)  # hard labels too
+    return t
+
+
+def _make_bce(rng):
+    kwargs = {
+        "weight": rng.uniform(0.5, 2.0, K),
+        "pos_weight": rng.uniform(0.5, 3.0, K),
+        "label_smoothing": 0.1,
+    }
+    return (_logits(rng), _units(rng)), kwargs
+
+
+def _numpy_bce(x, t, *, weight, pos_weight, label_smoothing):
+    t = (1 - label_smoothing) * t + label_smoothing / 2
+    s = _sigmoid(x)
+    return -weight * (pos_weight * t * np.log(s) + (1 - t) * np.log1p(-s))
+
+
+def _numpy_sigmoid_focal(x, t, *, alpha, gamma):
+    one_minus_pt = (1 - t) * _sigmoid(x) + t * _sigmoid(-x)
+    alpha_t = alpha * t + (1 - alpha) * (1 - t)
+    return alpha_t * one_minus_pt**gamma * (np.logaddexp(0.0, x) - t * x)
+
+
 FORMULAS: dict[str, Formula] = {
     "logsumexp": Formula(
         r"\operatorname{LSE}(x) = m + \log\Big(\sum_j e^{x_j - m}\Big), \qquad m = \max_j x_j",
@@ -373,6 +404,24 @@ FORMULAS: dict[str, Formula] = {
         r" + \frac{\varepsilon}{V} \sum_{j=1}^{V} w_j\, (L - z_j) + \lambda_z L^2 .",
         _make_linear,
         _numpy_linear,
+    ),
+    "sigmoid_binary_cross_entropy": Formula(
+        r"\ell = -t \log \sigma(x) - (1 - t) \log\big(1 - \sigma(x)\big)"
+        r" = \operatorname{softplus}(x) - t\,x",
+        lambda rng: ((_logits(rng), _units(rng)), {}),
+        lambda x, t: -t * np.log(_sigmoid(x)) - (1 - t) * np.log1p(-_sigmoid(x)),
+    ),
+    "binary_cross_entropy_with_logits": Formula(
+        r"\ell = -w \big[p_w\, t' \log \sigma(x) + (1 - t') \log\big(1 - \sigma(x)\big)\big],"
+        r" \qquad t' = (1-\varepsilon)\, t + \tfrac{\varepsilon}{2}",
+        _make_bce,
+        _numpy_bce,
+    ),
+    "sigmoid_focal_loss": Formula(
+        r"\ell = \alpha_t\, (1 - p_t)^{\gamma}\, \big[\operatorname{softplus}(x) - t\,x\big],"
+        r" \qquad 1 - p_t = (1 - t)\,\sigma(x) + t\,\sigma(-x)",
+        lambda rng: ((_logits(rng), _units(rng)), {"alpha": 0.25, "gamma": 1.5}),
+        _numpy_sigmoid_focal,
     ),
 }
 

@@ -39,6 +39,13 @@ CASES = {
     "poly_loss_cross_entropy": (
         lambda a, b: jaxloss.poly_loss_cross_entropy(a, jax.nn.softmax(b)), "xx"),
     "smooth_labels": (lambda t: jaxloss.smooth_labels(jax.nn.softmax(t), 0.1), "x"),
+    "sigmoid_binary_cross_entropy": (
+        lambda a, b: jaxloss.sigmoid_binary_cross_entropy(a, jax.nn.sigmoid(b)), "xx"),
+    "binary_cross_entropy_with_logits": (
+        lambda a, b: jaxloss.binary_cross_entropy_with_logits(
+            a, jax.nn.sigmoid(b), pos_weight=W, reduction="mean"), "xx"),
+    "sigmoid_focal_loss": (
+        lambda a, b: jaxloss.sigmoid_focal_loss(a, jax.nn.sigmoid(b), alpha=0.25), "xx"),
 }  # fmt: skip
 
 
