@@ -11,11 +11,14 @@ from jaxloss._cross_entropy import softmax_cross_entropy as softmax_cross_entrop
 from jaxloss._cross_entropy import (
     softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
 )
+from jaxloss._distill import softmax_kl_divergence as softmax_kl_divergence
 from jaxloss._entropy import entropy as entropy
 from jaxloss._entropy import kl_divergence as kl_divergence
 from jaxloss._entropy import kl_divergence_with_log_targets as kl_divergence_with_log_targets
 from jaxloss._entropy import softmax_entropy as softmax_entropy
 from jaxloss._linear_cross_entropy import linear_cross_entropy as linear_cross_entropy
+from jaxloss._metrics import accuracy as accuracy
+from jaxloss._metrics import perplexity as perplexity
 from jaxloss._softmax import log_softmax as log_softmax
 from jaxloss._softmax import logsumexp as logsumexp
 from jaxloss._softmax import softmax as softmax
@@ -23,6 +26,7 @@ from jaxloss._softmax import softmax as softmax
 __version__ = "0.1.0"
 
 __all__ = [
+    "accuracy",
     "cross_entropy",
     "entropy",
     "kl_divergence",
@@ -31,8 +35,10 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "nll_loss",
+    "perplexity",
     "softmax",
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
     "softmax_entropy",
+    "softmax_kl_divergence",
 ]
