@@ -225,7 +225,8 @@ def softmax_kl_divergence(
         [0.2149 0.1565]
         >>> print(jaxloss.softmax_kl_divergence(student, teacher, temperature=2.0, beta=0.5))
         [0.0823 0.0118]
-        >>> print(jaxloss.softmax_kl_divergence(student, teacher, beta=1.0))  # q has mass where p has none
+        >>> # Reverse KL: the student has mass on class 2, where the teacher has none.
+        >>> print(jaxloss.softmax_kl_divergence(student, teacher, beta=1.0))
         [   inf 0.1146]
     """
     fn = "softmax_kl_divergence"

@@ -48,8 +48,8 @@ def accuracy(
     In plain text: aᵢ = 1 if #{j : x_ij > x_{i,yᵢ}, or x_ij = x_{i,yᵢ} and j < yᵢ} < k, else 0.
 
     .. math::
-        a_i = \Big[\, \big|\{\, j : x_{ij} > x_{i y_i} \ \text{or}\
-              (x_{ij} = x_{i y_i} \wedge j < y_i) \,\}\big| < k \,\Big]
+        a_i = \Big[\, \big|\{\, j : x_{ij} > x_{i y_i}
+              \ \text{or}\ (x_{ij} = x_{i y_i} \wedge j < y_i) \,\}\big| < k \,\Big]
 
     Args:
         logits: ``[..., K]`` scores, floating dtype (any monotone transform, e.g.
@@ -106,7 +106,8 @@ def accuracy(
     x = _checks.classes_last(x, axes)
     num_classes = x.shape[-1]
     kk = _check_k(k, num_classes, fn)
-    valid = jnp.ones(batch_shape, bool) if example_mask is None else example_mask
+    # Shaped (and sharded) like the labels: a fresh jnp.ones would be replicated.
+    valid = jnp.ones_like(labels, dtype=bool) if example_mask is None else example_mask
     if ignore_index is not None:
         valid = valid & (labels != ignore_index)
     if class_mask is not None:
@@ -191,4 +192,3 @@ def perplexity(loss_sum: ArrayLike, count: ArrayLike) -> Array:
     # Double where: the untaken branch divides by 1, so the gradient at count 0 is 0, not NaN.
     ppl = jnp.exp(s / jnp.where(empty, jnp.ones_like(n), n))
     return jnp.where(empty, jnp.nan, ppl)
-

@@ -53,6 +53,12 @@ CASES = {
         (X, Y),
     ),
     "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, class_weights=W), (jax.nn.log_softmax(X), Y)),
+    "softmax_kl_divergence": (
+        lambda s, t: jaxloss.softmax_kl_divergence(s, t, temperature=2.0, beta=0.3),
+        (X, X[::-1] * 1.5),
+    ),
+    "accuracy": (lambda x, y: jaxloss.accuracy(x, y, k=2, reduction="none"), (X, Y)),
+    "perplexity": (lambda x: jaxloss.perplexity(jnp.mean(x * x, -1), 2.0), (X,)),
 }
 
 

@@ -75,18 +75,14 @@ def test_values_and_both_gradients_against_float64(beta, temperature):
         np.testing.assert_allclose(
             v64, ref.softmax_kl_divergence(s, t, temperature=temperature, beta=beta), rtol=1e-12
         )
-        g64 = jax.grad(lambda a: jnp.sum(kd(a, t64, temperature=temperature, beta=beta) * ct))(
-            s64
-        )
+        g64 = jax.grad(lambda a: jnp.sum(kd(a, t64, temperature=temperature, beta=beta) * ct))(s64)
         np.testing.assert_allclose(g64, ws, rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 3.0])
 def test_forward_kl_student_gradient_is_q_minus_p_over_t(temperature):
     s, t = _pair(3)
-    g = jax.grad(lambda a: jnp.sum(kd(a, jnp.float32(t), temperature=temperature)))(
-        jnp.float32(s)
-    )
+    g = jax.grad(lambda a: jnp.sum(kd(a, jnp.float32(t), temperature=temperature)))(jnp.float32(s))
     q = ref.softmax(s / temperature)
     p = ref.softmax(t / temperature)
     np.testing.assert_allclose(g, (q - p) / temperature, atol=1e-7)
@@ -384,8 +380,11 @@ def test_bad_arguments_name_function_and_argument(kwargs, exc, pattern):
 
 
 def test_bad_inputs_name_function_argument_and_shapes():
-    with pytest.raises(ValueError, match=r"softmax_kl_divergence: `student_logits` and "
-                       r"`teacher_logits` must have the same shape, got \(4, 5\) and \(4, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"softmax_kl_divergence: `student_logits` and "
+        r"`teacher_logits` must have the same shape, got \(4, 5\) and \(4, 6\)",
+    ):
         kd(jnp.zeros((4, 5)), jnp.zeros((4, 6)))  # fmt: skip
     with pytest.raises(TypeError, match=r"`teacher_logits` must have a floating dtype, got int32"):
         kd(jnp.zeros((4, 5)), jnp.zeros((4, 5), jnp.int32))

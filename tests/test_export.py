@@ -34,6 +34,10 @@ CASES = {
     "cross_entropy": (lambda x, y: jaxloss.cross_entropy(
         x, y, label_smoothing=0.1, class_weights=W, z_loss=1e-3, reduction="mean"), "xy"),
     "nll_loss": (lambda x, y: jaxloss.nll_loss(x, y, reduction="sum"), "xy"),
+    "softmax_kl_divergence": (lambda s, t: jaxloss.softmax_kl_divergence(
+        s, t, temperature=2.0, beta=0.3, reduction="mean"), "xx"),
+    "accuracy": (lambda x, y: jaxloss.accuracy(x, y, k=2), "xy"),
+    "perplexity": (lambda x: jaxloss.perplexity(jnp.mean(x * x, -1), 2.0), "x"),
 }  # fmt: skip
 
 

@@ -267,8 +267,11 @@ def test_perplexity_edges():
 
 
 def test_perplexity_bad_arguments():
-    with pytest.raises(ValueError, match=r"perplexity: `loss_sum` with shape \(3,\) and `count` "
-                       r"with shape \(2,\) do not broadcast"):
+    with pytest.raises(
+        ValueError,
+        match=r"perplexity: `loss_sum` with shape \(3,\) and `count` "
+        r"with shape \(2,\) do not broadcast",
+    ):
         jaxloss.perplexity(jnp.zeros(3), jnp.ones(2))  # fmt: skip
     with pytest.raises(TypeError, match=r"perplexity: `count` must be a number.*bool"):
         jaxloss.perplexity(1.0, True)
