@@ -8,14 +8,14 @@ distribution r the logits produce and `c = ∂D/∂r`; for the student under for
 familiar `q − p`, for the teacher under reverse KL `p − q`. A class outside a distribution's
 support (probability 0) contributes 0 and gets gradient 0 through a double `where`.
 
-The tangent is `jax.checkpoint`ed: the backward pass rereads the logits and recomputes the two
-log-softmaxes, so only the inputs are kept, never a float32 `[..., K]` intermediate.
+The tangent is `jax.checkpoint`ed: the backward pass rereads the logits and rebuilds the two
+log-softmaxes from per-row statistics (shift and log-sum), so only the inputs and those per-row
+numbers are kept, never a float32 `[..., K]` intermediate.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,22 +27,33 @@ from jaxloss import _checks
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
 
 
-def _log_probs(x: Array) -> tuple[Array, Array, Array]:
+def _row_stats(x: Array, fused_rows: bool = False) -> tuple[Array, Array]:
+    """(m, log_s) of `x`, each [..., 1]: the shift and log Σ exp(x − m)."""
+    m, _, log_s = max_and_log_sum(x, fused_rows)
+    return m, log_s
+
+
+def _log_probs(x: Array, stats: tuple[Array, Array]) -> tuple[Array, Array, Array]:
     """(log r, live, safe) for r = softmax(x): live where r > 0 (NaN counts as live, so a NaN
     row stays NaN), safe = log r with 0 where r = 0."""
-    _, d, log_s = max_and_log_sum(x)
-    log_r = d - finite_log_sum(log_s)
+    m, log_s = stats
+    log_r = (x - m) - finite_log_sum(log_s)
     live = log_r != -jnp.inf
     return log_r, live, jnp.where(live, log_r, jnp.zeros_like(log_r))
 
 
-def _tempered(x: Array, mask: Array | None, temperature: float, cdt: Any) -> Array:
-    x = x.astype(cdt)
-    if temperature != 1.0:
-        x = x / temperature
-    if mask is not None:
-        x = jnp.where(mask, x, -jnp.inf)
-    return x
+def _tempered(temperature: float, s: Array, t: Array, mask: Array | None) -> list[Array]:
+    """Both logits divided by T, in the compute dtype, masked classes −inf."""
+    cdt = _checks.compute_dtype(jnp.result_type(s, t))
+    out = []
+    for x in (s, t):
+        x = x.astype(cdt)
+        if temperature != 1.0:
+            x = x / temperature
+        if mask is not None:
+            x = jnp.where(mask, x, -jnp.inf)
+        out.append(x)
+    return out
 
 
 def _kl_parts(live: Array, la: Array, lb: Array) -> tuple[Array, Array]:
@@ -60,10 +71,11 @@ def _centred(live: Array, log_r: Array, c: Array, mean: Array) -> Array:
     return jnp.where((mean == jnp.inf)[..., None], jnp.nan, g)
 
 
-def _parts(beta: float, xs: Array, xt: Array, want_s: bool, want_t: bool):
-    """(D, ∂D/∂xs, ∂D/∂xt) for tempered, masked logits; a gradient is None unless wanted."""
-    rq, live_q, lq = _log_probs(xs)
-    rp, live_p, lp = _log_probs(xt)
+def _parts(beta: float, xs: Array, xt: Array, stats: tuple, want_s: bool, want_t: bool):
+    """(D, ∂D/∂xs, ∂D/∂xt) for tempered, masked logits and their row statistics; a gradient
+    is None unless wanted."""
+    rq, live_q, lq = _log_probs(xs, stats[0])
+    rp, live_p, lp = _log_probs(xt, stats[1])
     gs = gt = None
     if beta == 0.0:  # KL(p ‖ q)
         d, c = _kl_parts(live_p, lp, rq)
@@ -99,37 +111,38 @@ def _parts(beta: float, xs: Array, xt: Array, want_s: bool, want_t: bool):
 
 
 def _kd_impl(beta, temperature, s, t, mask):
-    cdt = _checks.compute_dtype(jnp.result_type(s, t))
-    xs = _tempered(s, mask, temperature, cdt)
-    xt = _tempered(t, mask, temperature, cdt)
-    return _parts(beta, xs, xt, False, False)[0]
+    xs, xt = _tempered(temperature, s, t, mask)
+    stats = (_row_stats(xs, True), _row_stats(xt, True))
+    return _parts(beta, xs, xt, stats, False, False)[0]
 
 
 _kd = jax.custom_jvp(_kd_impl, nondiff_argnums=(0, 1))
 
 
-def _kd_tangent(beta, temperature, s, t, mask, ts, tt):
-    cdt = _checks.compute_dtype(jnp.result_type(s, t))
-    xs = _tempered(s, mask, temperature, cdt)
-    xt = _tempered(t, mask, temperature, cdt)
-    _, gs, gt = _parts(beta, xs, xt, ts is not None, tt is not None)
-    out = jnp.zeros(xs.shape[:-1], cdt)
+def _kd_tangent(beta, temperature, s, t, mask, stats, ts, tt):
+    xs, xt = _tempered(temperature, s, t, mask)
+    _, gs, gt = _parts(beta, xs, xt, stats, ts is not None, tt is not None)
+    out = jnp.zeros(xs.shape[:-1], xs.dtype)
     # d(x/T) = dx/T; masked classes have a zero gradient entry.
     if gs is not None:
-        out = out + jnp.sum(gs * ts.astype(cdt), axis=-1) / temperature
+        out = out + jnp.sum(gs * ts.astype(xs.dtype), axis=-1) / temperature
     if gt is not None:
-        out = out + jnp.sum(gt * tt.astype(cdt), axis=-1) / temperature
+        out = out + jnp.sum(gt * tt.astype(xs.dtype), axis=-1) / temperature
     return out
 
 
 def _kd_jvp(beta, temperature, primals, tangents):
     s, t, mask = primals
     ts, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents[:2])
-    loss = _kd(beta, temperature, s, t, mask)
+    xs, xt = _tempered(temperature, s, t, mask)
+    stats = (_row_stats(xs), _row_stats(xt))
+    loss = _parts(beta, xs, xt, stats, False, False)[0]
     if ts is None and tt is None:
         return loss, jnp.zeros_like(loss)
+    # Checkpointed: the backward pass rereads the logits and keeps only the per-row statistics.
+    # (prevent_cse=False, letting XLA merge it with the forward pass, measured slower on CPU.)
     tangent = jax.checkpoint(_kd_tangent, static_argnums=(0, 1))
-    return loss, tangent(beta, temperature, s, t, mask, ts, tt)
+    return loss, tangent(beta, temperature, s, t, mask, stats, ts, tt)
 
 
 _kd.defjvp(_kd_jvp, symbolic_zeros=True)
