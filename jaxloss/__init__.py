@@ -16,11 +16,14 @@ from jaxloss._cross_entropy import softmax_cross_entropy as softmax_cross_entrop
 from jaxloss._cross_entropy import (
     softmax_cross_entropy_with_integer_labels as softmax_cross_entropy_with_integer_labels,
 )
+from jaxloss._distill import softmax_kl_divergence as softmax_kl_divergence
 from jaxloss._entropy import entropy as entropy
 from jaxloss._entropy import kl_divergence as kl_divergence
 from jaxloss._entropy import kl_divergence_with_log_targets as kl_divergence_with_log_targets
 from jaxloss._entropy import softmax_entropy as softmax_entropy
 from jaxloss._linear_cross_entropy import linear_cross_entropy as linear_cross_entropy
+from jaxloss._metrics import accuracy as accuracy
+from jaxloss._metrics import perplexity as perplexity
 from jaxloss._softmax import log_softmax as log_softmax
 from jaxloss._softmax import logsumexp as logsumexp
 from jaxloss._softmax import softmax as softmax
@@ -31,6 +34,7 @@ from jaxloss._variants import softmax_focal_loss as softmax_focal_loss
 __version__ = "0.1.0"
 
 __all__ = [
+    "accuracy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "entropy",
@@ -40,6 +44,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "nll_loss",
+    "perplexity",
     "poly_loss_cross_entropy",
     "sigmoid_binary_cross_entropy",
     "sigmoid_focal_loss",
@@ -49,4 +54,5 @@ __all__ = [
     "softmax_cross_entropy_with_integer_labels",
     "softmax_entropy",
     "softmax_focal_loss",
+    "softmax_kl_divergence",
 ]

@@ -113,6 +113,28 @@ def _xlogx(p):
     return jax.scipy.special.xlogy(p, p)
 
 
+def _plain_kd(s, t, temperature, beta):
+    """D_β of softmax(t/T) and softmax(s/T) by plain autodiff-able JAX (no zero probabilities)."""
+    lq = _plain_log_softmax(s / temperature)
+    lp = _plain_log_softmax(t / temperature)
+    if beta == 0.0:
+        return jnp.sum(jnp.exp(lp) * (lp - lq), -1)
+    if beta == 1.0:
+        return jnp.sum(jnp.exp(lq) * (lq - lp), -1)
+    lm = jnp.logaddexp(lp + jnp.log(beta), lq + jnp.log1p(-beta))
+    return beta * jnp.sum(jnp.exp(lp) * (lp - lm), -1) + (1 - beta) * jnp.sum(
+        jnp.exp(lq) * (lq - lm), -1
+    )
+
+
+def _kd_case(name, temperature, beta):
+    opts = dict(temperature=temperature, beta=beta)
+    return Case(name, lambda s, t: jaxloss.softmax_kl_divergence(s, t, **opts),
+                lambda r, d: (_logits(r, d), _logits(r, d, 3.0)),
+                lambda s, t: ref.softmax_kl_divergence(s, t, **opts),
+                lambda s, t: _plain_kd(s, t, temperature, beta))  # fmt: skip
+
+
 CASES = [
     Case("logsumexp", jaxloss.logsumexp, lambda r, d: (_logits(r, d),), ref.logsumexp,
          lambda x: jax.nn.logsumexp(x, -1)),
@@ -170,6 +192,9 @@ CASES = [
          lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5),
          lambda r, d: (_logits(r, d), _unit(r, d)),
          lambda x, t: ref.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5), _plain_sigmoid_focal),
+    _kd_case("softmax_kl_divergence", 1.0, 0.0),
+    _kd_case("softmax_kl_divergence_reverse_t2", 2.0, 1.0),
+    _kd_case("softmax_kl_divergence_jsd_t3", 3.0, 0.3),
 ]  # fmt: skip
 
 CASE_IDS = [c.name for c in CASES]

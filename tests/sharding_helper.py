@@ -65,6 +65,12 @@ CASES = {
         (X, PROBS),
     ),
     "sigmoid_focal_loss": (lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25), (X, PROBS)),
+    "softmax_kl_divergence": (
+        lambda s, t: jaxloss.softmax_kl_divergence(s, t, temperature=2.0, beta=0.3),
+        (X, X[::-1] * 1.5),
+    ),
+    "accuracy": (lambda x, y: jaxloss.accuracy(x, y, k=2, reduction="none"), (X, Y)),
+    "perplexity": (lambda x: jaxloss.perplexity(jnp.mean(x * x, -1), 2.0), (X,)),
 }
 
 

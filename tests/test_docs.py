@@ -318,6 +318,39 @@ def _numpy_sigmoid_focal(x, t, *, alpha, gamma):
     return alpha_t * one_minus_pt**gamma * (np.logaddexp(0.0, x) - t * x)
 
 
+def _kl_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(np.where(a == 0, 0.0, a * (np.log(np.where(a == 0, 1.0, a)) - np.log(b))), -1)
+
+
+def _make_distill(rng):
+    # Seeds 0, 1, 2 draw 1, 2, 0: each line of the formula's cases is checked once.
+    beta = (0.0, 0.3, 1.0)[int(rng.integers(0, 1000)) % 3]
+    return (_logits(rng), _logits(rng)), {"temperature": 1.7, "beta": beta}
+
+
+def _numpy_distill(s, t, *, temperature, beta):
+    p = np.exp(_log_softmax(t / temperature))
+    q = np.exp(_log_softmax(s / temperature))
+    if beta == 0:
+        return _kl_rows(p, q)
+    if beta == 1:
+        return _kl_rows(q, p)
+    m = beta * p + (1 - beta) * q
+    return beta * _kl_rows(p, m) + (1 - beta) * _kl_rows(q, m)
+
+
+def _make_accuracy(rng):
+    x = rng.integers(-2, 3, size=(B, K)).astype(np.float64)  # ties
+    return (x, _labels(rng)), {"k": 2, "reduction": "none"}
+
+
+def _numpy_accuracy(x, y, *, k, reduction):
+    xy = _take(x, y)[..., None]
+    j = np.arange(x.shape[-1])
+    ahead = (x > xy) | ((x == xy) & (j < y[..., None]))
+    return (ahead.sum(-1) < k).astype(np.float64)
+
+
 FORMULAS: dict[str, Formula] = {
     "logsumexp": Formula(
         r"\operatorname{LSE}(x) = m + \log\Big(\sum_j e^{x_j - m}\Big), \qquad m = \max_j x_j",
@@ -399,6 +432,24 @@ FORMULAS: dict[str, Formula] = {
         lambda rng: ((_probs(rng), 0.2), {}),
         lambda t, alpha: (1 - alpha) * t + alpha / t.shape[-1],
     ),
+    "softmax_kl_divergence": Formula(
+        r"D_\beta(p, q) = \begin{cases} \mathrm{KL}(p \,\|\, q) & \beta = 0 \\"
+        r" \beta\, \mathrm{KL}(p \,\|\, m) + (1-\beta)\, \mathrm{KL}(q \,\|\, m) & 0 < \beta < 1"
+        r" \\ \mathrm{KL}(q \,\|\, p) & \beta = 1 \end{cases}, \qquad m = \beta p + (1-\beta) q",
+        _make_distill,
+        _numpy_distill,
+    ),
+    "accuracy": Formula(
+        r"a_i = \Big[\, \big|\{\, j : x_{ij} > x_{i y_i}"
+        r" \ \text{or}\ (x_{ij} = x_{i y_i} \wedge j < y_i) \,\}\big| < k \,\Big]",
+        _make_accuracy,
+        _numpy_accuracy,
+    ),
+    "perplexity": Formula(
+        r"\mathrm{PPL} = \exp\!\Big(\frac{S}{N}\Big)",
+        lambda rng: ((rng.uniform(0, 50, B), rng.integers(1, 20, B).astype(np.float64)), {}),
+        lambda s, n: np.exp(s / n),
+    ),
     "linear_cross_entropy": Formula(
         r"\ell = (1 - \varepsilon)\, w_y\, (L - z_y)"
         r" + \frac{\varepsilon}{V} \sum_{j=1}^{V} w_j\, (L - z_j) + \lambda_z L^2 .",
@@ -448,6 +499,11 @@ def test_every_public_function_has_a_formula() -> None:
         f"add the docstring formula of {missing} to FORMULAS in tests/test_docs.py, "
         "written as NumPy float64 code"
     )
+
+
+def test_distill_formula_checks_every_mode() -> None:
+    betas = {_make_distill(np.random.default_rng(seed))[1]["beta"] for seed in range(3)}
+    assert betas == {0.0, 0.3, 1.0}
 
 
 @pytest.mark.parametrize("name", sorted(FORMULAS))

@@ -46,6 +46,10 @@ CASES = {
             a, jax.nn.sigmoid(b), pos_weight=W, reduction="mean"), "xx"),
     "sigmoid_focal_loss": (
         lambda a, b: jaxloss.sigmoid_focal_loss(a, jax.nn.sigmoid(b), alpha=0.25), "xx"),
+    "softmax_kl_divergence": (lambda s, t: jaxloss.softmax_kl_divergence(
+        s, t, temperature=2.0, beta=0.3, reduction="mean"), "xx"),
+    "accuracy": (lambda x, y: jaxloss.accuracy(x, y, k=2), "xy"),
+    "perplexity": (lambda x: jaxloss.perplexity(jnp.mean(x * x, -1), 2.0), "x"),
 }  # fmt: skip
 
 

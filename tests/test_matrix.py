@@ -28,6 +28,9 @@ def _rng(case: Case, salt: int = 0) -> np.random.Generator:
 ELSEWHERE = {
     # custom_vjp (no forward mode) with hidden/weight inputs: tests/test_linear_cross_entropy.py
     "linear_cross_entropy": "test_linear_cross_entropy.py",
+    # metrics, not differentiable losses (comparisons; stop_gradient): tests/test_metrics.py
+    "accuracy": "test_metrics.py",
+    "perplexity": "test_metrics.py",
 }
 
 
