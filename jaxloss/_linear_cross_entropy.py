@@ -355,20 +355,59 @@ def _specs(s: _Static) -> tuple[P, P, P, P]:
     return P(s.data_axis), P(s.data_axis, None), P(None, s.model_axis), P(s.model_axis)
 
 
+def _explicit_only(mesh: Mesh, spec: P) -> P:
+    """`spec` with the mesh axes that are not Explicit replaced by None."""
+    explicit = {
+        a for a, t in zip(mesh.axis_names, mesh.axis_types, strict=True)
+        if t == jax.sharding.AxisType.Explicit
+    }  # fmt: skip
+
+    def keep(entry: Any) -> Any:
+        names = (entry,) if isinstance(entry, str) else tuple(entry or ())
+        kept = tuple(a for a in names if a in explicit)
+        return kept[0] if len(kept) == 1 else (kept or None)
+
+    return P(*(keep(e) for e in spec))
+
+
+def _place(mesh: Mesh, pairs: tuple[tuple[Any, P], ...]) -> list[Any]:
+    """Each array resharded to its `shard_map` in-spec over the mesh's Explicit axes.
+
+    On an Explicit axis `shard_map` requires the inputs to carry exactly its in-specs (it does
+    not reshard them), and the inputs arrive in any layout: replicated, sharded by the caller,
+    or padded here. Auto axes are left to `shard_map`, which constrains its inputs itself.
+    """
+    out = []
+    for x, spec in pairs:
+        if x is not None:
+            want = _explicit_only(mesh, spec)
+            if any(e is not None for e in want) or _has_explicit_sharding(x):
+                x = jax.sharding.reshard(x, jax.sharding.NamedSharding(mesh, want))
+        out.append(x)
+    return out
+
+
+def _has_explicit_sharding(x: jax.Array) -> bool:
+    spec = jax.typeof(x).sharding.spec
+    return any(e is not None for e in spec)
+
+
 def _stats(s: _Static, h, w, b, cw, labels):
     fn = functools.partial(_stats_local, s)
     if s.mesh is None:
         return fn(h, w, b, cw, labels)
     tok, tokd, wsp, vsp = _specs(s)
+    in_specs = (tokd, wsp, vsp, vsp, tok)
+    args = _place(s.mesh, tuple(zip((h, w, b, cw, labels), in_specs, strict=True)))
     # check_vma=False: the kernels place their collectives by hand, and nothing differentiates
     # through this shard_map (the custom_vjp rules below wrap it).
     return jax.shard_map(
         fn,
         mesh=s.mesh,
-        in_specs=(tokd, wsp, vsp, vsp, tok),
+        in_specs=in_specs,
         out_specs=(tok, tok, tok),
         check_vma=False,
-    )(h, w, b, cw, labels)
+    )(*args)
 
 
 def _grads(s: _Static, h, w, b, cw, labels, cy, cs, cz, lse_in):
@@ -376,13 +415,15 @@ def _grads(s: _Static, h, w, b, cw, labels, cy, cs, cz, lse_in):
     if s.mesh is None:
         return fn(h, w, b, cw, labels, cy, cs, cz, lse_in)
     tok, tokd, wsp, vsp = _specs(s)
+    in_specs = (tokd, wsp, vsp, vsp, tok, tok, tok, tok, tok)
+    args = (h, w, b, cw, labels, cy, cs, cz, lse_in)
     return jax.shard_map(
         fn,
         mesh=s.mesh,
-        in_specs=(tokd, wsp, vsp, vsp, tok, tok, tok, tok, tok),
+        in_specs=in_specs,
         out_specs=(tok, tok, tok, tokd, wsp, vsp, vsp),
         check_vma=False,
-    )(h, w, b, cw, labels, cy, cs, cz, lse_in)
+    )(*_place(s.mesh, tuple(zip(args, in_specs, strict=True))))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,7 +462,15 @@ def _extra_grads(s: _Static, cw, q, lse, zy, zcol):
 
 
 def _cast_like(g, x):
-    return None if x is None else g.astype(x.dtype)
+    """`g` in the dtype and, on an Explicit mesh, the sharding of the primal `x` (custom_vjp
+    checks both; a gradient formed outside shard_map, like zeros, is not sharded)."""
+    if x is None:
+        return None
+    g = g.astype(x.dtype)
+    want = jax.typeof(x).sharding
+    if not want.mesh.empty and jax.typeof(g).sharding.spec != want.spec:
+        g = jax.sharding.reshard(g, want)
+    return g
 
 
 def _per_token_primal(s: _Static, h, w, b, cw, wy, labels, valid):
@@ -476,7 +525,7 @@ def _summed_bwd(s: _Static, res, ct):
     gh, gw, gb, gcw, gwy, (h, w, b, cw) = res
 
     def scale(g, like):
-        return None if like is None else (ct * g).astype(like.dtype)
+        return None if like is None else _cast_like(ct * g, like)
 
     return (scale(gh, h), scale(gw, w), scale(gb, b), scale(gcw, cw), scale(gwy, gwy), None, None)
 
@@ -745,7 +794,18 @@ def linear_cross_entropy(
         model_axis=model_axis,
     )
     args = (h, w, b, cw, wy, y, valid)
+    if mesh is not None:
+        # The custom_vjp rules' inputs already in their shard_map layout, so that the gradients
+        # (which come out of shard_map in that layout) match them; autodiff of the reshard
+        # brings them back to the caller's layout.
+        tok, tokd, wsp, vsp = _specs(s)
+        args = _place(mesh, tuple(zip(args, (tokd, wsp, vsp, vsp, tok, tok, tok), strict=True)))
     if reduction == "none":
-        return cast(jax.Array, _per_token(s, *args))[:n].reshape(y_shape)
+        out = cast(jax.Array, _per_token(s, *args))
+        if mesh is not None and out.shape[0] != n:
+            # An Explicit axis cannot slice padding off a sharded dimension: replicate the
+            # per-token losses (N numbers) first.
+            (out,) = _place(mesh, ((out, P(None)),))
+        return out[:n].reshape(y_shape)
     total = cast(jax.Array, _summed(s, *args))
     return reduce_loss(total[None], count, reduction)
