@@ -100,14 +100,19 @@ def _logits(h_t: jax.Array, w_blk: jax.Array, b_blk: jax.Array | None, s: _Stati
     return z
 
 
-def _chunks(s: _Static, n: int, v_local: int, *, forward_only: bool) -> int:
-    if s.token_chunk is not None:
-        t = s.token_chunk
-    elif forward_only:
-        t = 512
-    else:
-        t = _TARGET_LOGITS // v_local
-        t = max(8, min(_MAX_TOKEN_CHUNK, t - t % 8))
+def _auto_chunk(v_local: int, *, forward_only: bool) -> int:
+    if forward_only:
+        return 512
+    t = _TARGET_LOGITS // v_local
+    return max(8, min(_MAX_TOKEN_CHUNK, t - t % 8))
+
+
+def _chunks(s: _Static, n: Any, v_local: int, *, forward_only: bool) -> int:
+    t = s.token_chunk or _auto_chunk(v_local, forward_only=forward_only)
+    if not isinstance(n, int):
+        # A symbolic token count (jax.export): `linear_cross_entropy` fixed `token_chunk` and
+        # padded the tokens to a multiple of it.
+        return t
     return max(1, min(t, n))
 
 
@@ -617,7 +622,9 @@ def linear_cross_entropy(
             pair ``(sum, count)``, for gradient accumulation).
         chunk_size: tokens per chunk (per device). ``None`` picks it automatically (see
             Memory). Larger chunks mean fewer, larger matrix products and fewer passes over
-            the weight gradient; smaller chunks mean less memory.
+            the weight gradient; smaller chunks mean less memory. With a symbolic number of
+            tokens (``jax.export``) both passes use the gradient's chunk and the tokens are
+            padded to a multiple of it (a copy of ``hidden``).
         mesh: a :class:`jax.sharding.Mesh` to run sharded with ``shard_map``: the tokens split
             over the mesh axis ``mesh_axes[0]``, the classes (columns of ``weight``) over
             ``mesh_axes[1]``. Shards combine their max / sum / label logit with ``pmax`` and
@@ -768,14 +775,32 @@ def linear_cross_entropy(
 
     data_axis, model_axis = (None, None) if mesh is None else tuple(mesh_axes)
     vocab_padded = False
+    dp = 1 if mesh is None else _axis_size(mesh, data_axis)
+    mp = 1 if mesh is None else _axis_size(mesh, model_axis)
+    v_pad = -v % mp
+    token_chunk = chunk_size
+    n_to = dp  # the token count is padded to a multiple of this
+    if not isinstance(n, int):
+        if mesh is not None:
+            # The export lowers, but calling it crashed XLA:CPU (JAX 0.10.2, 8 host devices).
+            raise ValueError(
+                f"{_FN}: `mesh` needs a concrete number of tokens, got the symbolic shape "
+                f"{h_shape} for `hidden` (jax.export shape polymorphism): export with concrete "
+                "shapes, or without `mesh`."
+            )
+        # A symbolic token count (jax.export): no chunk can be fitted to it, so both passes
+        # use one chunk chosen from the static sizes, and the tokens are padded to a multiple
+        # of it (per shard); padded tokens are invalid, like the mesh's padding.
+        token_chunk = chunk_size or _auto_chunk((v + v_pad) // mp, forward_only=False)
+        n_to = dp * token_chunk
+    # Written as a product so that a symbolic count is provably a multiple of `n_to`.
+    n_pad = n_to * (-(-n // n_to)) - n
+    if not isinstance(n_pad, int) or n_pad:
+        h = jnp.pad(h, ((0, n_pad), (0, 0)))
+        y = jnp.pad(y, (0, n_pad), constant_values=-1)
+        valid = jnp.pad(valid, (0, n_pad))
+        wy = jnp.pad(wy, (0, n_pad), constant_values=1.0)
     if mesh is not None:
-        n_pad = -n % _axis_size(mesh, data_axis)
-        v_pad = -v % _axis_size(mesh, model_axis)
-        if n_pad:
-            h = jnp.pad(h, ((0, n_pad), (0, 0)))
-            y = jnp.pad(y, (0, n_pad), constant_values=-1)
-            valid = jnp.pad(valid, (0, n_pad))
-            wy = jnp.pad(wy, (0, n_pad), constant_values=1.0)
         if v_pad:
             vocab_padded = True
             w = jnp.pad(w, ((0, 0), (0, v_pad)))
@@ -786,7 +811,7 @@ def linear_cross_entropy(
         label_smoothing=eps,
         z_loss=zl,
         softcap=cap,
-        token_chunk=chunk_size,
+        token_chunk=token_chunk,
         vocab_block=_VOCAB_BLOCK,
         vocab_padded=vocab_padded,
         mesh=mesh,
