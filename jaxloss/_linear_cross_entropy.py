@@ -94,14 +94,19 @@ def _logits(h_t: jax.Array, w_blk: jax.Array, b_blk: jax.Array | None, s: _Stati
     return z
 
 
-def _chunks(s: _Static, n: int, v_local: int, *, forward_only: bool) -> int:
-    if s.token_chunk is not None:
-        t = s.token_chunk
-    elif forward_only:
-        t = 512
-    else:
-        t = _TARGET_LOGITS // v_local
-        t = max(8, min(_MAX_TOKEN_CHUNK, t - t % 8))
+def _auto_chunk(v_local: int, *, forward_only: bool) -> int:
+    if forward_only:
+        return 512
+    t = _TARGET_LOGITS // v_local
+    return max(8, min(_MAX_TOKEN_CHUNK, t - t % 8))
+
+
+def _chunks(s: _Static, n: Any, v_local: int, *, forward_only: bool) -> int:
+    t = s.token_chunk or _auto_chunk(v_local, forward_only=forward_only)
+    if not isinstance(n, int):
+        # A symbolic token count (jax.export): `linear_cross_entropy` fixed `token_chunk` and
+        # padded the tokens to a multiple of it.
+        return t
     return max(1, min(t, n))
 
 
@@ -374,20 +379,59 @@ def _specs(s: _Static) -> tuple[P, P, P, P]:
     return P(s.data_axis), P(s.data_axis, None), P(None, s.model_axis), P(s.model_axis)
 
 
+def _explicit_only(mesh: Mesh, spec: P) -> P:
+    """`spec` with the mesh axes that are not Explicit replaced by None."""
+    explicit = {
+        a for a, t in zip(mesh.axis_names, mesh.axis_types, strict=True)
+        if t == jax.sharding.AxisType.Explicit
+    }  # fmt: skip
+
+    def keep(entry: Any) -> Any:
+        names = (entry,) if isinstance(entry, str) else tuple(entry or ())
+        kept = tuple(a for a in names if a in explicit)
+        return kept[0] if len(kept) == 1 else (kept or None)
+
+    return P(*(keep(e) for e in spec))
+
+
+def _place(mesh: Mesh, pairs: tuple[tuple[Any, P], ...]) -> list[Any]:
+    """Each array resharded to its `shard_map` in-spec over the mesh's Explicit axes.
+
+    On an Explicit axis `shard_map` requires the inputs to carry exactly its in-specs (it does
+    not reshard them), and the inputs arrive in any layout: replicated, sharded by the caller,
+    or padded here. Auto axes are left to `shard_map`, which constrains its inputs itself.
+    """
+    out = []
+    for x, spec in pairs:
+        if x is not None:
+            want = _explicit_only(mesh, spec)
+            if any(e is not None for e in want) or _has_explicit_sharding(x):
+                x = jax.sharding.reshard(x, jax.sharding.NamedSharding(mesh, want))
+        out.append(x)
+    return out
+
+
+def _has_explicit_sharding(x: jax.Array) -> bool:
+    spec = jax.typeof(x).sharding.spec
+    return any(e is not None for e in spec)
+
+
 def _stats(s: _Static, h, w, b, cw, labels) -> _Stats:
     fn = functools.partial(_stats_local, s)
     if s.mesh is None:
         return fn(h, w, b, cw, labels)
     tok, tokd, wsp, vsp = _specs(s)
+    in_specs = (tokd, wsp, vsp, vsp, tok)
+    args = _place(s.mesh, tuple(zip((h, w, b, cw, labels), in_specs, strict=True)))
     # check_vma=False: the kernels place their collectives by hand, and nothing differentiates
     # through this shard_map (the custom_vjp rules below wrap it).
     return jax.shard_map(
         fn,
         mesh=s.mesh,
-        in_specs=(tokd, wsp, vsp, vsp, tok),
+        in_specs=in_specs,
         out_specs=_Stats(tok, tok, tok, tok),
         check_vma=False,
-    )(h, w, b, cw, labels)
+    )(*args)
 
 
 def _grads(s: _Static, h, w, b, cw, labels, wy, valid, q, w_tot, stats_in):
@@ -397,13 +441,17 @@ def _grads(s: _Static, h, w, b, cw, labels, wy, valid, q, w_tot, stats_in):
         return fn(*args)
     tok, tokd, wsp, vsp = _specs(s)
     st = None if stats_in is None else _Stats(tok, tok, tok, tok)
+    in_specs = (tokd, wsp, vsp, vsp, tok, tok, tok, tok, P())
+    placed = _place(s.mesh, tuple(zip(args[:-1], in_specs, strict=True)))
+    if stats_in is not None:
+        stats_in = _Stats(*_place(s.mesh, tuple((a, tok) for a in stats_in)))
     return jax.shard_map(
         fn,
         mesh=s.mesh,
-        in_specs=(tokd, wsp, vsp, vsp, tok, tok, tok, tok, P(), st),
+        in_specs=(*in_specs, st),
         out_specs=(_Stats(tok, tok, tok, tok), tokd, wsp, vsp, vsp),
         check_vma=False,
-    )(*args)
+    )(*placed, stats_in)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,7 +474,15 @@ def _loss_and_label_grad(s: _Static, st: _Stats, wy, valid, labels, cw):
 
 
 def _cast_like(g, x):
-    return None if x is None else g.astype(x.dtype)
+    """`g` in the dtype and, on an Explicit mesh, the sharding of the primal `x` (custom_vjp
+    checks both; a gradient formed outside shard_map, like zeros, is not sharded)."""
+    if x is None:
+        return None
+    g = g.astype(x.dtype)
+    want = jax.typeof(x).sharding
+    if not want.mesh.empty and jax.typeof(g).sharding.spec != want.spec:
+        g = jax.sharding.reshard(g, want)
+    return g
 
 
 def _per_token_primal(s: _Static, h, w, b, cw, wy, labels, valid):
@@ -450,7 +506,7 @@ def _per_token_bwd(s: _Static, res, ct):
         gw.astype(w.dtype),
         _cast_like(gb, b),
         _weights_grad(s, cw, zcol),
-        (ct * gwy).astype(wy.dtype),
+        _cast_like(ct * gwy, wy),
         None,
         None,
     )
@@ -460,7 +516,7 @@ def _weights_grad(s: _Static, cw, zcol):
     """The smoothing part of the class weights' gradient (the label part flows through w_y)."""
     if cw is None:
         return None
-    return (jnp.zeros(cw.shape, cw.dtype) if zcol is None else zcol).astype(cw.dtype)
+    return _cast_like(jnp.zeros(cw.shape, cw.dtype) if zcol is None else zcol, cw)
 
 
 _per_token = jax.custom_vjp(_per_token_primal, nondiff_argnums=(0,))
@@ -487,7 +543,7 @@ def _summed_bwd(s: _Static, res, ct):
     gh, gw, gb, gcw, gwy, (h, w, b, cw) = res
 
     def scale(g, like):
-        return None if like is None else (ct * g).astype(like.dtype)
+        return None if like is None else _cast_like(ct * g, like)
 
     return (scale(gh, h), scale(gw, w), scale(gb, b), scale(gcw, cw), scale(gwy, gwy), None, None)
 
@@ -568,7 +624,9 @@ def linear_cross_entropy(
             pair ``(sum, count)``, for gradient accumulation).
         chunk_size: tokens per chunk (per device). ``None`` picks it automatically (see
             Memory). Larger chunks mean fewer, larger matrix products and fewer passes over
-            the weight gradient; smaller chunks mean less memory.
+            the weight gradient; smaller chunks mean less memory. With a symbolic number of
+            tokens (``jax.export``) both passes use the gradient's chunk and the tokens are
+            padded to a multiple of it (a copy of ``hidden``).
         mesh: a :class:`jax.sharding.Mesh` to run sharded with ``shard_map``: the tokens split
             over the mesh axis ``mesh_axes[0]``, the classes (columns of ``weight``) over
             ``mesh_axes[1]``. Shards combine their max / sum / label logit with ``pmax`` and
@@ -712,14 +770,32 @@ def linear_cross_entropy(
 
     data_axis, model_axis = (None, None) if mesh is None else tuple(mesh_axes)
     vocab_padded = False
+    dp = 1 if mesh is None else _axis_size(mesh, data_axis)
+    mp = 1 if mesh is None else _axis_size(mesh, model_axis)
+    v_pad = -v % mp
+    token_chunk = chunk_size
+    n_to = dp  # the token count is padded to a multiple of this
+    if not isinstance(n, int):
+        if mesh is not None:
+            # The export lowers, but calling it crashed XLA:CPU (JAX 0.10.2, 8 host devices).
+            raise ValueError(
+                f"{_FN}: `mesh` needs a concrete number of tokens, got the symbolic shape "
+                f"{h_shape} for `hidden` (jax.export shape polymorphism): export with concrete "
+                "shapes, or without `mesh`."
+            )
+        # A symbolic token count (jax.export): no chunk can be fitted to it, so both passes
+        # use one chunk chosen from the static sizes, and the tokens are padded to a multiple
+        # of it (per shard); padded tokens are invalid, like the mesh's padding.
+        token_chunk = chunk_size or _auto_chunk((v + v_pad) // mp, forward_only=False)
+        n_to = dp * token_chunk
+    # Written as a product so that a symbolic count is provably a multiple of `n_to`.
+    n_pad = n_to * (-(-n // n_to)) - n
+    if not isinstance(n_pad, int) or n_pad:
+        h = jnp.pad(h, ((0, n_pad), (0, 0)))
+        y = jnp.pad(y, (0, n_pad), constant_values=-1)
+        valid = jnp.pad(valid, (0, n_pad))
+        wy = jnp.pad(wy, (0, n_pad), constant_values=1.0)
     if mesh is not None:
-        n_pad = -n % _axis_size(mesh, data_axis)
-        v_pad = -v % _axis_size(mesh, model_axis)
-        if n_pad:
-            h = jnp.pad(h, ((0, n_pad), (0, 0)))
-            y = jnp.pad(y, (0, n_pad), constant_values=-1)
-            valid = jnp.pad(valid, (0, n_pad))
-            wy = jnp.pad(wy, (0, n_pad), constant_values=1.0)
         if v_pad:
             vocab_padded = True
             w = jnp.pad(w, ((0, 0), (0, v_pad)))
@@ -730,7 +806,7 @@ def linear_cross_entropy(
         label_smoothing=opts.eps,
         z_loss=opts.zl,
         softcap=opts.cap,
-        token_chunk=chunk_size,
+        token_chunk=token_chunk,
         vocab_block=_VOCAB_BLOCK,
         vocab_padded=vocab_padded,
         mesh=mesh,
@@ -738,7 +814,18 @@ def linear_cross_entropy(
         model_axis=model_axis,
     )
     args = (h, w, b, cw, wy, y, valid)
+    if mesh is not None:
+        # The custom_vjp rules' inputs already in their shard_map layout, so that the gradients
+        # (which come out of shard_map in that layout) match them; autodiff of the reshard
+        # brings them back to the caller's layout.
+        tok, tokd, wsp, vsp = _specs(s)
+        args = _place(mesh, tuple(zip(args, (tokd, wsp, vsp, vsp, tok, tok, tok), strict=True)))
     if reduction == "none":
-        return cast(jax.Array, _per_token(s, *args))[:n].reshape(y_shape)
+        out = cast(jax.Array, _per_token(s, *args))
+        if mesh is not None and out.shape[0] != n:
+            # An Explicit axis cannot slice padding off a sharded dimension: replicate the
+            # per-token losses (N numbers) first.
+            (out,) = _place(mesh, ((out, P(None)),))
+        return out[:n].reshape(y_shape)
     total = cast(jax.Array, _summed(s, *args))
     return _checks.reduce_loss(total[None], count, reduction, valid)

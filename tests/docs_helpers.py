@@ -14,6 +14,11 @@ A page is read as a sequence of items, executed in order in one namespace:
 Directives are HTML comments, invisible on the site:
 
 * ``<!-- docs-test: skip -->`` right before a fence: do not run that block.
+* ``<!-- docs-test: devices N -->`` right before a fence: run that block alone in a fresh
+  Python process with ``N`` simulated CPU devices
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` must be set before JAX starts), for
+  sharded examples. The block shares nothing with the page's namespace: it imports and builds
+  what it uses. Its printed output is checked like any other block's.
 * ``<!-- docs-test: requires torch -->`` anywhere: skip the page when ``torch`` is missing.
 
 Printed output is compared token by token after collapsing whitespace; a number matches when it
@@ -31,7 +36,9 @@ import contextlib
 import doctest
 import io
 import math
+import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +59,7 @@ class CodeBlock:
     expected: str | None = None
     expected_span: tuple[int, int] | None = None  # 0-based [start, end) lines of its body
     skip: bool = False
+    devices: int | None = None  # run alone in a subprocess with this many CPU devices
 
 
 @dataclass
@@ -126,8 +134,11 @@ def parse(path: Path) -> Page:
             prev = start - 1
             while prev >= 0 and not lines[prev].strip():
                 prev -= 1
-            skip = prev >= 0 and any(d["body"] == "skip" for d in _DIRECTIVE.finditer(lines[prev]))
-            block = CodeBlock(line=start + 1, code=body, skip=skip)
+            bodies = [d["body"] for d in _DIRECTIVE.finditer(lines[prev])] if prev >= 0 else []
+            block = CodeBlock(line=start + 1, code=body, skip="skip" in bodies)
+            for b in bodies:
+                if b.startswith("devices "):
+                    block.devices = int(b.split()[1])
             if k + 1 < len(fences):
                 n_start, n_end, n_info, n_body = fences[k + 1]
                 between = lines[end + 1 : n_start]
@@ -251,6 +262,27 @@ def run_block(block: CodeBlock, namespace: dict, where: str) -> str:
     return stdout.getvalue()
 
 
+def run_block_in_subprocess(block: CodeBlock, where: str) -> str:
+    """Execute one block alone in a fresh process with `block.devices` CPU devices."""
+    env = dict(os.environ)
+    flag = f"--xla_force_host_platform_device_count={block.devices}"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
+    root = str(Path(__file__).resolve().parent.parent)  # this checkout's jaxloss
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-c", block.code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        raise DocsError(
+            f"{where}: the block failed on {block.devices} devices\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout
+
+
 def run_table(table: CallTable, namespace: dict, path: Path) -> None:
     for line, left, right in table.rows:
         where = f"{path}:{line}"
@@ -275,7 +307,10 @@ def run_page(page: Page, *, update: bool = False) -> dict[int, str]:
             if item.skip:
                 continue
             where = f"{page.path}:{item.line}"
-            out = run_block(item, namespace, where)
+            if item.devices:
+                out = run_block_in_subprocess(item, where)
+            else:
+                out = run_block(item, namespace, where)
             printed[item.line] = out
             # A block without a ```text block after it shows no output, so there is nothing on
             # the page to check: it only has to run (and pass its own asserts).

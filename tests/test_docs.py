@@ -134,6 +134,20 @@ def test_parse_and_run(tmp_path: Path) -> None:
         docs_helpers.run_page(docs_helpers.parse(page))
 
 
+def test_devices_directive_runs_the_block_alone_on_that_many_devices(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nx = 1\n```\n<!-- docs-test: devices 3 -->\n```python\nimport jax\n"
+        "print(len(jax.devices()), 'x' in globals())\n```\n\n```text\n3 False\n```\n"
+    )
+    parsed = docs_helpers.parse(page)
+    assert [getattr(i, "devices", None) for i in parsed.items] == [None, 3]
+    docs_helpers.run_page(parsed)
+    page.write_text("<!-- docs-test: devices 2 -->\n```python\nraise SystemExit(1)\n```\n")
+    with pytest.raises(docs_helpers.DocsError, match="failed on 2 devices"):
+        docs_helpers.run_page(docs_helpers.parse(page))
+
+
 def test_docstring_markup_is_rewritten_for_mkdocs() -> None:
     pytest.importorskip("griffe")
     spec = importlib.util.spec_from_file_location("griffe_rst_math", EXT / "griffe_rst_math.py")

@@ -69,3 +69,41 @@ def test_gradients_keep_the_input_shardings(report):
         "P('model',)",
         "P('model',)",
     ]
+
+
+# Explicit mesh axes (`jax.make_mesh`'s default): inputs sharded like the in-specs or
+# replicated, sizes that divide the mesh or not, under `jax.set_mesh` or not.
+EXPLICIT_SHARDED = ["dp4_mp2_explicit_sum_all_options", "dp2_mp4_explicit_none_set_mesh"]
+EXPLICIT = [
+    *EXPLICIT_SHARDED,
+    "explicit_replicated_mean",
+    "explicit_replicated_none_set_mesh",
+    "explicit_uneven_mean",
+    "explicit_uneven_none_set_mesh",
+    "explicit_uneven_sum",
+    "explicit_data_axis_only",
+]
+
+
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_explicit_mesh_matches_single_device(report, name):
+    r = report[name]
+    assert r["finite"]
+    assert r["value_err"] <= 1e-5, r
+    assert max(r["grad_err"]) <= 1e-5, r
+
+
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_explicit_mesh_gradients_keep_the_input_layouts(report, name):
+    r = report[name]
+    assert r["grad_layouts"] == r["input_layouts"], r
+
+
+@pytest.mark.parametrize("name", EXPLICIT_SHARDED)
+def test_explicit_mesh_gathers_no_weight_or_logits(report, name):
+    # Only the replicated class weights' gradient and per-token numbers are gathered (no
+    # weight shard, no [N, V] block); the rest are the all-reduces of the Auto mesh.
+    r = report[name]
+    gathered = [size for op, size in r["collectives"] if op != "all-reduce"]
+    assert max(gathered, default=0) <= max(r["n"], r["v"]), r["collectives"]
+    assert any(op == "all-reduce" for op, _ in r["collectives"])
