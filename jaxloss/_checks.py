@@ -67,6 +67,14 @@ def canonicalize_axes(axis: Any, ndim: int, name: str, shape: Sequence[int], fn:
     return tuple(out)
 
 
+def check_same_shape(a: Any, b: Any, name_a: str, name_b: str, fn: str) -> None:
+    if _shape(a) != _shape(b):
+        raise ValueError(
+            f"{fn}: `{name_a}` and `{name_b}` must have the same shape, got "
+            f"{_shape(a)} and {_shape(b)}."
+        )
+
+
 def check_broadcasts_to(x: Any, shape: tuple, name: str, ref: str, fn: str) -> None:
     """Raise unless `x` has `shape` or broadcasts to it (e.g. a ``[K]`` target prior)."""
     try:

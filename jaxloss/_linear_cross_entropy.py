@@ -120,10 +120,10 @@ class _Stats(NamedTuple):
     ``d_y = z_y − m``, ``r = Σ_{j≠y} exp(z_j − m)`` and ``wd = Σ_j w_j (z_j − m)`` (0 without
     smoothing): what `_options.label_rows` turns into the loss and the gradient coefficients."""
 
-    m: jax.Array
-    d_y: jax.Array
-    r: jax.Array
-    wd: jax.Array
+    m: Any  # jax.Array (or a PartitionSpec, as shard_map's specs)
+    d_y: Any
+    r: Any
+    wd: Any
 
 
 def _finish_stats(s: _Static, m_o, s_o, zy, wd, w_seen) -> _Stats:
@@ -445,13 +445,14 @@ def _grads(s: _Static, h, w, b, cw, labels, wy, valid, q, w_tot, stats_in):
     placed = _place(s.mesh, tuple(zip(args[:-1], in_specs, strict=True)))
     if stats_in is not None:
         stats_in = _Stats(*_place(s.mesh, tuple((a, tok) for a in stats_in)))
-    return jax.shard_map(
+    sharded = jax.shard_map(
         fn,
         mesh=s.mesh,
         in_specs=(*in_specs, st),
         out_specs=(_Stats(tok, tok, tok, tok), tokd, wsp, vsp, vsp),
         check_vma=False,
-    )(*placed, stats_in)
+    )
+    return cast(Any, sharded)(*placed, stats_in)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -130,8 +130,12 @@ def _report_labels(fn: str, labels: Array, ok: Array, k: int, ignore_index: Any)
     so the position is the one in the batch the user passed. The callback's result (all True)
     feeds the validity mask, so XLA cannot drop it.
     """
-    if not isinstance(labels, jax.core.Tracer) and not isinstance(ok, jax.core.Tracer):
-        msg = _label_message(fn, labels, ok, k, ignore_index)
+    try:
+        concrete = np.asarray(labels), np.asarray(ok)
+    except jax.errors.TracerArrayConversionError:
+        concrete = None
+    if concrete is not None:
+        msg = _label_message(fn, *concrete, k, ignore_index)
         if msg:
             raise LabelError(msg)
         return jnp.ones(ok.shape, bool)
@@ -200,7 +204,7 @@ def label_rows(
     w_y: Array | None,
     live: Array,
     bad: Array,
-    smooth: tuple[Array, Array, Array] | None,
+    smooth: tuple[Any, Any, Any] | None,
 ) -> tuple[Array, Rows, Array, Array]:
     """The loss of each row and its gradient coefficients, from per-row statistics.
 

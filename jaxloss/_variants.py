@@ -281,6 +281,7 @@ def poly_loss_cross_entropy(
     example_mask, class_mask = _checks.split_where(where, logits.shape, axes, fn)
 
     ce = softmax_cross_entropy(logits, labels, axis, where)
+    assert not isinstance(ce, tuple)  # reduction="none"
     x = _checks.classes_last(logits, axes).astype(cdt)
     t = _checks.classes_last(labels, axes).astype(cdt)
     keep = None
