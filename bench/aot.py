@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -82,6 +83,8 @@ class Recipe:
 
     args: tuple[str, ...]
     refs: tuple[tuple[str, Callable[[], Callable]], ...]
+    #: Options the jaxloss call needs (its reference is written with the same values).
+    kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 def _optax(name: str) -> Callable[[], Callable]:
@@ -108,6 +111,14 @@ def _jax_ref(name: str) -> Callable[[], Callable]:
             "formula: -take_along_axis(log_probs, y)": lambda lp, y: (
                 -jnp.take_along_axis(lp, y[:, None], axis=-1)[:, 0]
             ),
+            "formula: -(1 - p_y)^2 log p_y": _softmax_focal,
+            "formula: 0.9 t + 0.1 / K": lambda t: 0.9 * t + 0.1 / t.shape[-1],
+            "formula: optax.kl_divergence(log_softmax(s), softmax(t))": lambda s, t: _optax(
+                "kl_divergence"
+            )()(jax.nn.log_softmax(s, -1), jax.nn.softmax(t, -1)),
+            "formula: mean(argmax(x) == y)": lambda x, y: jnp.mean(
+                (jnp.argmax(x, -1) == y).astype(jnp.float32)
+            ),
         }
         return fns[name]
 
@@ -120,6 +131,14 @@ def _softmax_entropy(x: Any) -> Any:
 
     ls = jax.nn.log_softmax(x, axis=-1)
     return -jnp.sum(jnp.exp(ls) * ls, axis=-1)
+
+
+def _softmax_focal(x: Any, y: Any) -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    lp = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), y[:, None], axis=-1)[:, 0]
+    return -((1 - jnp.exp(lp)) ** 2) * lp
 
 
 def _impl(name: str) -> Callable[[], Callable]:
@@ -165,7 +184,22 @@ RECIPES: dict[str, Recipe] = {
         ("logits", "probs"), (_ref("optax.sigmoid_binary_cross_entropy"),)
     ),
     "sigmoid_focal_loss": Recipe(("logits", "probs"), (_ref("optax.sigmoid_focal_loss"),)),
+    "softmax_focal_loss": Recipe(("logits", "labels"), (_ref("formula: -(1 - p_y)^2 log p_y"),)),
+    "poly_loss_cross_entropy": Recipe(
+        ("logits", "probs"), (_ref("optax.poly_loss_cross_entropy"),)
+    ),
+    "smooth_labels": Recipe(
+        ("probs",), (_ref("formula: 0.9 t + 0.1 / K"),), kwargs=(("alpha", 0.1),)
+    ),
+    "softmax_kl_divergence": Recipe(
+        ("logits", "logits"),
+        (_ref("formula: optax.kl_divergence(log_softmax(s), softmax(t))"),),
+    ),
+    "accuracy": Recipe(("logits", "labels"), (_ref("formula: mean(argmax(x) == y)"),)),
 }
+#: Public functions that take no [.., K] array, so have nothing to compile against a reference
+#: at a logits shape: perplexity maps a (sum, count) pair of scalars to a scalar.
+NOT_ON_LOGITS = ("perplexity",)
 #: Compared on memory only, against the unfused formula, at the shapes' model-step hidden sizes.
 LINEAR = "linear_cross_entropy"
 
@@ -173,7 +207,7 @@ LINEAR = "linear_cross_entropy"
 def public_functions() -> list[str]:
     import jaxloss
 
-    return list(jaxloss.__all__)
+    return [f for f in jaxloss.__all__ if f not in NOT_ON_LOGITS]
 
 
 # --- compiling ----------------------------------------------------------------------------------
@@ -390,7 +424,14 @@ def run(
                         rows[-1].update(impl="jaxloss", role="jaxloss")
                         continue
                     args = tuple(small if ARG_KINDS[a] == "y" else big for a in recipe.args)
-                    impls = [("jaxloss", lambda n=name: getattr(jaxloss, n))]
+                    impls = [
+                        (
+                            "jaxloss",
+                            lambda n=name, kw=recipe.kwargs: functools.partial(
+                                getattr(jaxloss, n), **dict(kw)
+                            ),
+                        )
+                    ]
                     impls += list(recipe.refs if alternatives else recipe.refs[:1])
                     for k, (label, load) in enumerate(impls):
                         role = "jaxloss" if k == 0 else ("reference" if k == 1 else "alternative")

@@ -78,8 +78,9 @@ def check_same_shape(a: Any, b: Any, name_a: str, name_b: str, fn: str) -> None:
 def check_broadcasts_to(x: Any, shape: tuple, name: str, ref: str, fn: str) -> None:
     """Raise unless `x` has `shape` or broadcasts to it (e.g. a ``[K]`` target prior)."""
     try:
-        ok = np.broadcast_shapes(_shape(x), tuple(shape)) == tuple(shape)
-    except ValueError:
+        # jnp's broadcast_shapes: symbolic dimensions (jax.export) are fine there.
+        ok = tuple(jnp.broadcast_shapes(_shape(x), tuple(shape))) == tuple(shape)
+    except (ValueError, TypeError):
         ok = False
     if not ok:
         raise ValueError(

@@ -463,7 +463,7 @@ def _class_weight_sum(s: _Static, cw: jax.Array | None, cdt: Any) -> jax.Array:
     """Σ_j w_j over the real classes (V without class weights)."""
     if cw is None:
         return jnp.asarray(float(s.num_classes), cdt)
-    return jnp.sum(cw[: s.num_classes].astype(cdt))
+    return jnp.sum(cw.astype(cdt))  # a sharded vocabulary's padding columns have weight 0
 
 
 def _loss_and_label_grad(s: _Static, st: _Stats, wy, valid, labels, cw):

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 import jaxloss
+from bench.aot import NOT_ON_LOGITS
 
 ROOT = Path(__file__).resolve().parents[1]
 AOT_PYTHON = Path(os.environ.get("JAXLOSS_AOT_PYTHON", ROOT / ".venv-aot" / "bin" / "python"))
@@ -132,14 +133,14 @@ def test_every_public_function_compiles(target):
         (r["function"], r["impl"], r["dtype"], r["mode"]): r["error"] for r in rs if "error" in r
     }
     assert not broken, broken
-    assert {r["function"] for r in rs} == set(jaxloss.__all__)
+    assert {r["function"] for r in rs} == set(jaxloss.__all__) - set(NOT_ON_LOGITS)
 
 
 @needs_aot
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("target", TARGETS)
-@pytest.mark.parametrize("function", sorted(jaxloss.__all__))
+@pytest.mark.parametrize("function", sorted(set(jaxloss.__all__) - set(NOT_ON_LOGITS)))
 def test_no_more_bytes_or_scratch_than_the_reference(function, target, dtype, mode):
     rs = rows(target, ALL_SHAPE)
     key = {"function": function, "dtype": dtype, "mode": mode}
