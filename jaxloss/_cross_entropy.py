@@ -451,16 +451,23 @@ def cross_entropy(
         ignore_index: a label value (PyTorch uses -100) whose examples give loss 0 and
             gradient 0 and leave the ``"mean"`` denominator.
         label_smoothing: ε in [0, 1], PyTorch's formula.
-        class_weights: ``[K]`` weights; each example is weighted by its label's weight and
-            ``"mean"`` divides by the sum of those weights over valid examples (PyTorch).
-        z_loss: :math:`\lambda_z`, the weight of PaLM's auxiliary ``λ_z·lse²`` term (per valid
-            example, not class-weighted).
-        logit_softcap: if set to ``c``, logits are replaced by ``c·tanh(x/c)`` first.
-        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (0 when nothing is valid) or
-            ``"sum_and_count"``, which returns ``(sum, count)`` with ``count`` the ``"mean"``
-            denominator, for exact means over micro-batches or hosts.
-        check_labels: if True, raise at run time naming the first out-of-range label and its
-            position (``ValueError`` eagerly, ``JaxRuntimeError`` under ``jit``).
+        class_weights: ``[K]`` weights (an array or a list; differentiable); each example is
+            weighted by its label's weight and ``"mean"`` divides by the sum of those weights
+            over valid examples (PyTorch).
+        z_loss: :math:`\lambda_z \ge 0`, the weight of PaLM's auxiliary ``λ_z·lse²`` term (per
+            valid example, not class-weighted; part of the example's loss, so ``"mean"`` divides
+            it by the same count as the rest: Σ w_y with class weights).
+        logit_softcap: if set to ``c > 0``, logits are replaced by ``c·tanh(x/c)`` first;
+            ``inf`` means no cap.
+        reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (sum over count whenever an
+            example is valid, NaN propagating; 0 when none is) or ``"sum_and_count"``, which
+            returns ``(sum, count)`` with ``count`` the ``"mean"`` denominator, for exact means
+            over micro-batches or hosts.
+        check_labels: if True, raise naming the first out-of-range label and its position in
+            the batch passed (under ``vmap`` too): a ``ValueError`` for concrete labels; under
+            ``jit``/``vmap``/``scan`` a host callback prints the message to stderr and raises
+            (``JaxRuntimeError`` under ``jit``). A host callback cannot be exported with
+            ``jax.export``.
 
     Returns:
         ``[...]`` losses for ``"none"``, a scalar for ``"sum"``/``"mean"``, a pair of scalars
