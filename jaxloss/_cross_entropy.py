@@ -327,37 +327,52 @@ def _prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=Non
     return x, y, in_range, valid, class_mask
 
 
-def _int_cross_entropy(
-    fn,
-    logits,
-    labels,
-    axis,
-    where,
-    ignore_index,
-    label_smoothing,
-    class_weights,
-    z_loss,
-    logit_softcap,
-    reduction,
-    check_labels,
-):
-    opts, reduction = _options.parse(
-        fn,
-        label_smoothing=label_smoothing,
-        z_loss=z_loss,
-        logit_softcap=logit_softcap,
-        reduction=reduction,
+class IntLoss(NamedTuple):
+    """An integer-label loss per example, with what a caller needs to weight and reduce it."""
+
+    loss: Array  # [...] per example (0 where not valid, NaN for an out-of-range label)
+    y: Array  # [...] labels clipped into [0, K)
+    valid: Array  # [...] the examples that count
+    w_y: Array | None  # [...] the label's class weight, None without class weights
+    k: int  # the number of classes
+
+
+def int_loss(
+    fn: str,
+    logits: Any,
+    labels: Any,
+    axis: Any,
+    where: Any,
+    *,
+    ignore_index: Any = None,
+    label_smoothing: Any = 0.0,
+    class_weights: Any = None,
+    z_loss: Any = 0.0,
+    logit_softcap: Any = None,
+    check_labels: bool = False,
+) -> IntLoss:
+    """The integer-label cross-entropy of `cross_entropy` and of the losses built on it, with
+    every option checked once (errors name `fn`); the caller reduces it."""
+    opts, _ = _options.parse(
+        fn, label_smoothing=label_smoothing, z_loss=z_loss, logit_softcap=logit_softcap
     )
     x, y, in_range, valid, class_mask = _prepare_int(
         logits, labels, axis, where, fn, check_labels, ignore_index
     )
-    cw = _options.class_weight_table(class_weights, x.shape[-1], "logits", np.shape(logits), fn)
+    k = x.shape[-1]
+    cw = _options.class_weight_table(class_weights, k, "logits", np.shape(logits), fn)
     x = _options.softcap(x, opts.cap)
     loss = _int_ce(opts, x, y, in_range, valid, class_mask, cw)
     if class_mask is not None:
         valid = valid & jnp.any(class_mask, axis=-1)
     w_y = None if cw is None else _checks.take(cw.astype(loss.dtype), y)
-    return _options.reduce(loss, valid, w_y, reduction)
+    return IntLoss(loss, y, valid, w_y, k)
+
+
+def _int_cross_entropy(fn, logits, labels, axis, where, reduction, **options):
+    _checks.check_reduction(reduction, fn)
+    out = int_loss(fn, logits, labels, axis, where, **options)
+    return _options.reduce(out.loss, out.valid, out.w_y, reduction)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -405,9 +420,7 @@ def softmax_cross_entropy_with_integer_labels(
         [0.2761 2.9518]
     """
     fn = "softmax_cross_entropy_with_integer_labels"
-    loss = _int_cross_entropy(
-        fn, logits, labels, axis, where, None, 0.0, None, 0.0, None, "none", check_labels
-    )
+    loss = _int_cross_entropy(fn, logits, labels, axis, where, "none", check_labels=check_labels)
     assert not isinstance(loss, tuple)  # reduction="none"
     return loss
 
@@ -508,13 +521,13 @@ def cross_entropy(
         labels,
         axis,
         where,
-        ignore_index,
-        label_smoothing,
-        class_weights,
-        z_loss,
-        logit_softcap,
         reduction,
-        check_labels,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        class_weights=class_weights,
+        z_loss=z_loss,
+        logit_softcap=logit_softcap,
+        check_labels=check_labels,
     )
 
 

@@ -66,8 +66,17 @@ def softcap(x: Array, cap: float | None) -> Array:
     return cap * jnp.tanh(xf / cap)
 
 
-def class_weight_table(class_weights: Any, k: int, name: str, shape: tuple, fn: str) -> Any:
-    """`class_weights` as a ``[K]`` float array (differentiable), or None."""
+def class_weight_table(
+    class_weights: Any,
+    k: int,
+    name: str,
+    shape: tuple,
+    fn: str,
+    option: str = "class_weights",
+    scalar_ok: bool = False,
+) -> Any:
+    """Per-class weights (`class_weights`, a focal loss's `alpha`) as a ``[K]`` (or, with
+    `scalar_ok`, ``[]``) float array, differentiable; lists and integers accepted. None: None."""
     if class_weights is None:
         return None
     cw = jnp.asarray(class_weights)
@@ -75,13 +84,13 @@ def class_weight_table(class_weights: Any, k: int, name: str, shape: tuple, fn: 
         cw = cw.astype(jnp.float32)
     if not jnp.issubdtype(cw.dtype, jnp.floating):
         raise TypeError(
-            f"{fn}: `class_weights` must be real numbers, got dtype {cw.dtype} with shape "
-            f"{cw.shape}."
+            f"{fn}: `{option}` must be real numbers, got dtype {cw.dtype} with shape {cw.shape}."
         )
-    if cw.shape != (k,):
+    if cw.shape != (k,) and not (scalar_ok and cw.shape == ()):
+        scalar = "be a scalar or " if scalar_ok else ""
         raise ValueError(
-            f"{fn}: `class_weights` must have shape ({k},) for {k} classes (`{name}` of shape "
-            f"{tuple(shape)}), got {cw.shape}."
+            f"{fn}: `{option}` must {scalar}have shape ({k},) for {k} classes (`{name}` of "
+            f"shape {tuple(shape)}), got {cw.shape}."
         )
     return cw
 

@@ -17,16 +17,16 @@ precision where the label is nearly certain:
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
-from jaxloss import _checks
-from jaxloss._cross_entropy import cross_entropy, softmax_cross_entropy
+from jaxloss import _checks, _options
+from jaxloss._cross_entropy import int_loss, softmax_cross_entropy
 from jaxloss._softmax import log_softmax
 
 # ---------------------------------------------------------------------------------------------
@@ -55,18 +55,6 @@ def _focal_factor_jvp(gamma, primals, tangents):
     ratio = jnp.where(pos, finite_n / jnp.where(pos, q, jnp.ones_like(q)), jnp.ones_like(q))
     qg = q**gamma
     return qg * n, qg * (1 + gamma * p * ratio) * tn
-
-
-def _alpha_table(alpha: Any, k: int, logits_shape: tuple, fn: str) -> Array:
-    a = jnp.asarray(alpha)
-    if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)):
-        raise TypeError(f"{fn}: `alpha` must be a real number or array, got dtype {a.dtype}.")
-    if a.shape not in ((), (k,)):
-        raise ValueError(
-            f"{fn}: `alpha` must be a scalar or have shape ({k},) for {k} classes (logits of "
-            f"shape {logits_shape}), got shape {a.shape}."
-        )
-    return a
 
 
 def softmax_focal_loss(
@@ -133,42 +121,18 @@ def softmax_focal_loss(
     fn = "softmax_focal_loss"
     _checks.check_reduction(reduction, fn)
     g = _checks.static_number(gamma, "gamma", fn, low=0.0)
-    _checks.check_floating(logits, "logits", fn)
-    _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
-    logits = jnp.asarray(logits)
-    labels = _checks.wide_labels(jnp.asarray(labels))
-    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
-    batch_shape = tuple(n for a, n in enumerate(logits.shape) if a not in axes)
-    if labels.shape != batch_shape:
-        raise ValueError(
-            f"{fn}: `labels` must have the logits' shape without the class axis {axis!r}: "
-            f"expected {batch_shape} for logits of shape {logits.shape}, got {labels.shape}."
-        )
-    example_mask, class_mask = _checks.split_where(where, logits.shape, axes, fn)
-    if ignore_index is not None and (
-        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
-    ):
-        raise TypeError(f"{fn}: `ignore_index` must be an int or None, got {ignore_index!r}.")
-    k = math.prod(logits.shape[a] for a in axes)
-    table = None if alpha is None else _alpha_table(alpha, k, logits.shape, fn)
-
-    nll = cross_entropy(logits, labels, axis, where, ignore_index=ignore_index)
-    assert not isinstance(nll, tuple)  # reduction="none"
-    loss = nll if g == 0 else _focal_factor(g, nll)
-
-    # ones_like: sharded like the labels, so the select below type-checks on Explicit meshes.
-    keep = jnp.ones_like(labels, bool) if example_mask is None else example_mask
-    if ignore_index is not None:
-        keep = keep & (labels != ignore_index)
-    if class_mask is not None:
-        keep = keep & jnp.any(class_mask, axis=axes)
+    ce = int_loss(fn, logits, labels, axis, where, ignore_index=ignore_index)
+    loss = ce.loss if g == 0 else _focal_factor(g, ce.loss)
+    table = _options.class_weight_table(
+        alpha, ce.k, "logits", np.shape(logits), fn, option="alpha", scalar_ok=True
+    )
     if table is not None:
         a = table.astype(loss.dtype)
-        if a.ndim:
-            a = _checks.take(a, jnp.where((labels >= 0) & (labels < k), labels, 0))
+        a = _checks.take(a, ce.y) if a.ndim else a
         # Dropped examples have loss 0; an inf or NaN α_y must not turn that into NaN.
-        loss = jnp.where(keep, a, jnp.zeros_like(loss)) * loss
-    return _checks.reduce_loss(loss, keep.astype(loss.dtype), reduction, keep)
+        loss = jnp.where(ce.valid, a, jnp.zeros_like(loss)) * loss
+    # The mean counts examples, not Σ α_y: α rescales each example's loss (as in torchvision).
+    return _options.reduce(loss, ce.valid, None, reduction)
 
 
 # ---------------------------------------------------------------------------------------------
