@@ -21,8 +21,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright jaxloss
 
+# Tests in parallel over the machine's cores (pytest-xdist); the AOT compiles stay on one worker.
+PYTEST_WORKERS ?= auto
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The printed tour, then a short MNIST run (Fashion-MNIST or scikit-learn's digits offline).
 demo: $(STAMP)

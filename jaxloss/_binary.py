@@ -260,8 +260,7 @@ def _masked(mask: Array | None, *pairs: tuple[Array | None, float]) -> list[Arra
 def _finish(loss: Array, mask: Array | None, reduction: str):
     if mask is not None:
         loss = jnp.where(mask, loss, jnp.zeros_like(loss))
-    count = None if mask is None else mask.astype(loss.dtype)
-    return _checks.reduce_loss(loss, count, reduction, mask)
+    return _checks.reduce_loss(loss, reduction, mask)
 
 
 # ---------------------------------------------------------------------------------------------

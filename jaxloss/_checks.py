@@ -157,9 +157,19 @@ def full_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> Any:
     return jnp.broadcast_to(jnp.expand_dims(example_mask, axes), shape)
 
 
+def explicitly_sharded(x: Any) -> bool:
+    """Whether `x` carries a sharding over Explicit mesh axes in its type."""
+    spec = getattr(jax.typeof(x).sharding, "spec", ())
+    return any(e is not None for e in spec)
+
+
 def take(table: jax.Array, idx: jax.Array) -> jax.Array:
-    """`table[idx]` for a small replicated table, sharded like `idx` (an Explicit mesh cannot
-    infer the gather's output sharding by itself)."""
+    """`table[idx]` for a small table, sharded like `idx` (an Explicit mesh cannot infer the
+    gather's output sharding by itself). A table sharded over Explicit axes (class weights
+    split like a vocabulary) is replicated first: it has K entries."""
+    if explicitly_sharded(table):
+        mesh = jax.typeof(table).sharding.mesh
+        table = jax.sharding.reshard(table, jax.sharding.NamedSharding(mesh, jax.P()))
     return table.at[idx].get(out_sharding=jax.typeof(idx).sharding)
 
 
@@ -192,33 +202,40 @@ def classes_restore(x: jax.Array, axes: tuple[int, ...], shape: tuple[int, ...])
 
 def reduce_loss(
     per_example: jax.Array,
-    count: jax.Array | None,
     reduction: str,
     valid: jax.Array | None = None,
+    weights: jax.Array | None = None,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Apply `reduction` to per-example losses: the one definition of every loss's reductions.
 
-    `count` holds each example's share of the mean's denominator (1 or 0 for kept or dropped
-    examples, or the label's class weight); `None` means every example counts once. `valid`
-    marks the kept examples (default: those with a non-zero count). The mean is
+    `valid` marks the kept examples (None: all), `weights` each kept example's share of the
+    mean's denominator (None: 1; PyTorch's class weights of the labels). The mean is
     Σ loss / Σ count whenever an example is kept, NaN or ±inf included (a NaN weight, or weights
     summing to 0, as in PyTorch); 0 with gradient 0 only when no example is kept.
+    `"sum_and_count"` returns the pair (Σ loss, Σ count).
     """
     if reduction == "none":
         return per_example
     total = jnp.sum(per_example)
-    if count is None:
-        n = jnp.asarray(per_example.size, per_example.dtype)
+    dtype = per_example.dtype
+    if valid is None and weights is None:
+        n = jnp.asarray(per_example.size, dtype)
+        any_kept = jnp.asarray(per_example.size > 0)
     else:
-        n = jnp.sum(count).astype(per_example.dtype)
+        if valid is None:
+            assert weights is not None
+            kept = jnp.ones(weights.shape, bool)
+        else:
+            kept = valid
+        count = kept.astype(dtype)
+        if weights is not None:
+            count = jnp.where(kept, weights.astype(dtype), jnp.zeros_like(count))
+        n = jnp.sum(count)
+        any_kept = jnp.any(kept)
     if reduction == "sum":
         return total
     if reduction == "sum_and_count":
         return total, n
-    if valid is None:
-        any_kept = n != 0 if count is None else jnp.any(count != 0)
-    else:
-        any_kept = jnp.any(valid)
     # Double where: with nothing kept the untaken branch divides by 1, so no NaN reaches grad.
     safe = jnp.where(any_kept, n, jnp.ones_like(n))
     return jnp.where(any_kept, total / safe, jnp.zeros_like(total))

@@ -372,7 +372,7 @@ def int_loss(
 def _int_cross_entropy(fn, logits, labels, axis, where, reduction, **options):
     _checks.check_reduction(reduction, fn)
     out = int_loss(fn, logits, labels, axis, where, **options)
-    return _options.reduce(out.loss, out.valid, out.w_y, reduction)
+    return _checks.reduce_loss(out.loss, reduction, out.valid, out.w_y)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -604,11 +604,7 @@ def softmax_cross_entropy(
         class_mask = jnp.broadcast_to(example_mask[..., None], x.shape)
     elif class_mask is not None:
         valid = jnp.any(class_mask, axis=-1)
-    loss = _dense_ce(x, t, class_mask)
-    if reduction == "none":
-        return loss
-    count = None if valid is None else valid.astype(loss.dtype)
-    return _checks.reduce_loss(loss, count, reduction, valid)
+    return _checks.reduce_loss(_dense_ce(x, t, class_mask), reduction, valid)
 
 
 def nll_loss(
@@ -680,4 +676,4 @@ def nll_loss(
     loss = nll if w_y is None else w_y * nll
     loss = jnp.where(valid, loss, 0)
     loss = jnp.where(valid & ~in_range, jnp.nan, loss)
-    return _options.reduce(loss, valid, w_y, reduction)
+    return _checks.reduce_loss(loss, reduction, valid, w_y)

@@ -261,10 +261,8 @@ def softmax_kl_divergence(
     elif example_mask is not None:
         mask = jnp.broadcast_to(example_mask[..., None], s.shape)
     loss = _kd(b, temp, s, t, mask)
-    count = None
     valid = None
     if reduction != "none" and mask is not None:
         # A fully masked row (an example mask, or a class mask leaving nothing) is not counted.
         valid = jnp.any(mask, axis=-1)
-        count = valid.astype(loss.dtype)
-    return _checks.reduce_loss(loss, count, reduction, valid)
+    return _checks.reduce_loss(loss, reduction, valid)

@@ -48,9 +48,9 @@ def _reduce(per_example: Array, mask: Array | None, axes: tuple, reduction: str)
     """Reduce over examples; with a mask, the mean counts the rows it keeps any entry of."""
     if reduction == "none":
         return per_example
-    valid = None if mask is None else jnp.any(mask, axis=axes)
-    count = None if valid is None else valid.astype(per_example.dtype)
-    return _checks.reduce_loss(per_example, count, reduction, valid)
+    return _checks.reduce_loss(
+        per_example, reduction, None if mask is None else jnp.any(mask, axes)
+    )
 
 
 def _in_base(h: Array, base: Any, fn: str) -> Array:

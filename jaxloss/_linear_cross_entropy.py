@@ -405,15 +405,10 @@ def _place(mesh: Mesh, pairs: tuple[tuple[Any, P], ...]) -> list[Any]:
     for x, spec in pairs:
         if x is not None:
             want = _explicit_only(mesh, spec)
-            if any(e is not None for e in want) or _has_explicit_sharding(x):
+            if any(e is not None for e in want) or _checks.explicitly_sharded(x):
                 x = jax.sharding.reshard(x, jax.sharding.NamedSharding(mesh, want))
         out.append(x)
     return out
-
-
-def _has_explicit_sharding(x: jax.Array) -> bool:
-    spec = jax.typeof(x).sharding.spec
-    return any(e is not None for e in spec)
 
 
 def _stats(s: _Static, h, w, b, cw, labels) -> _Stats:
@@ -621,8 +616,8 @@ def linear_cross_entropy(
         z_loss: :math:`\lambda_z`, weight of PaLM's :math:`L^2` penalty (not class-weighted).
         logit_softcap: :math:`c > 0`, caps the logits at :math:`\pm c` through ``tanh``.
         reduction: ``"none"`` (shape ``labels.shape``), ``"sum"``, ``"mean"`` (sum over the sum
-            of the valid examples' :math:`w_y`; 0 when that is 0) or ``"sum_and_count"`` (the
-            pair ``(sum, count)``, for gradient accumulation).
+            of the valid examples' :math:`w_y`; 0 only when no example is valid) or
+            ``"sum_and_count"`` (the pair ``(sum, count)``, for gradient accumulation).
         chunk_size: tokens per chunk (per device). ``None`` picks it automatically (see
             Memory). Larger chunks mean fewer, larger matrix products and fewer passes over
             the weight gradient; smaller chunks mean less memory. With a symbolic number of
@@ -761,14 +756,24 @@ def linear_cross_entropy(
     valid = valid.reshape(-1)
     b = None if bias is None else jnp.asarray(bias)
     wy = jnp.ones((n,), cdt) if cw is None else _checks.take(cw.astype(cdt), jnp.maximum(y, 0))
-    count = jnp.where(valid, wy, jnp.zeros_like(wy))
 
     if n == 0:
         per_example = jnp.zeros((0,), cdt)
         if reduction == "none":
             return per_example.reshape(y_shape)
-        return _checks.reduce_loss(per_example, count, reduction, valid)
+        return _checks.reduce_loss(per_example, reduction, valid, wy)
 
+    if mesh is None:
+        placed = [a for a in (h, w, b, cw) if a is not None and _checks.explicitly_sharded(a)]
+        if placed:
+            # The chunked loops update slices of their outputs in place, which an Explicit
+            # sharding forbids; shard_map (given the mesh) runs them on each device's shard.
+            spec = jax.typeof(placed[0]).sharding.spec
+            raise ValueError(
+                f"{_FN}: inputs sharded over Explicit mesh axes (e.g. {spec}) need `mesh=` "
+                "(and `mesh_axes=(token_axis, class_axis)`), so that each device runs the "
+                "fused loss on its own shard; or pass them replicated."
+            )
     data_axis, model_axis = (None, None) if mesh is None else tuple(mesh_axes)
     vocab_padded = False
     dp = 1 if mesh is None else _axis_size(mesh, data_axis)
@@ -829,4 +834,4 @@ def linear_cross_entropy(
             (out,) = _place(mesh, ((out, P(None)),))
         return out[:n].reshape(y_shape)
     total = cast(jax.Array, _summed(s, *args))
-    return _checks.reduce_loss(total[None], count, reduction, valid)
+    return _checks.reduce_loss(total[None], reduction, valid, wy)

@@ -130,7 +130,7 @@ def accuracy(
     nan_row = jnp.any(jnp.isnan(x), axis=-1) | ~in_range
     out = jnp.where(nan_row, jnp.nan, hit.astype(dtype))
     out = jnp.where(valid, out, jnp.zeros_like(out))
-    return _checks.reduce_loss(out, valid.astype(dtype), reduction, valid)
+    return _checks.reduce_loss(out, reduction, valid)
 
 
 def perplexity(loss_sum: ArrayLike, count: ArrayLike) -> Array:

@@ -7,11 +7,11 @@
 * `class_weight_table`: `class_weights` as a differentiable ``[K]`` array (lists and integer
   arrays accepted);
 * `labels_and_valid`: labels widened so comparisons cannot wrap, the in-range mask, the
-  validity mask (example mask and ``ignore_index``), and the ``check_labels`` report;
+  validity mask (example mask and ``ignore_index``), and the ``check_labels`` report
+  (`_checks.reduce_loss` then reduces every loss with that mask and the labels' weights);
 * `label_rows`: from a kernel's per-row statistics (the shift ``m``, ``d_y = x_y − m``, the mass
   off the label ``r = Σ_{j≠y} exp(x_j − m)`` and, with smoothing, ``Σ_j w_j`` and
   ``Σ_j w_j (x_j − m)``), the loss and every per-row gradient coefficient;
-* `reduce`: the mean's count and the reduction (through `_checks.reduce_loss`).
 """
 
 from __future__ import annotations
@@ -258,17 +258,3 @@ def label_rows(
     g_y = jnp.where(use, g_y + (a - c_lab), 0)
     coef = jnp.where(use, a / s_row, 0)
     return loss, Rows(m, coef, g_y, use), nll, log_s
-
-
-def reduce(
-    loss: Array, valid: Array, w_y: Array | None, reduction: str
-) -> Array | tuple[Array, Array]:
-    """The reduction, with the mean's count: valid examples, each weighted by its label's class
-    weight when there are class weights (PyTorch). The z-loss is part of each example's loss, so
-    ``"mean"`` divides it by the same count (see `cross_entropy`)."""
-    if reduction == "none":
-        return loss
-    count = valid.astype(loss.dtype)
-    if w_y is not None:
-        count = jnp.where(valid, w_y.astype(loss.dtype), 0)
-    return _checks.reduce_loss(loss, count, reduction, valid)

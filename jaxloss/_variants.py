@@ -132,7 +132,7 @@ def softmax_focal_loss(
         # Dropped examples have loss 0; an inf or NaN α_y must not turn that into NaN.
         loss = jnp.where(ce.valid, a, jnp.zeros_like(loss)) * loss
     # The mean counts examples, not Σ α_y: α rescales each example's loss (as in torchvision).
-    return _options.reduce(loss, ce.valid, None, reduction)
+    return _checks.reduce_loss(loss, reduction, ce.valid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,8 +260,7 @@ def poly_loss_cross_entropy(
 
     if reduction == "none":
         return loss
-    kept = jnp.ones_like(loss, bool) if keep is None else jnp.any(keep, -1)
-    return _checks.reduce_loss(loss, kept.astype(loss.dtype), reduction, kept)
+    return _checks.reduce_loss(loss, reduction, None if keep is None else jnp.any(keep, -1))
 
 
 # ---------------------------------------------------------------------------------------------

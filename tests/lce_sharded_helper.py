@@ -103,10 +103,7 @@ def run_case(
         put(h, P(tok_axis, None)),
         put(w, P(None, voc_axis)),
         put(b, P(voc_axis)),
-        # Class weights sharded over an Explicit axis fail before the mesh code (the gather
-        # of each label's weight cannot infer its sharding): an open issue of the option
-        # handling, so they stay replicated there.
-        put(cw, P() if explicit else P(voc_axis)),
+        put(cw, P(voc_axis)),
     )
     sharded = jax.jit(lambda h, w, b, cw: grad(h, w, b, cw, mesh))
     with jax.set_mesh(mesh) if set_mesh else contextlib.nullcontext():
@@ -194,7 +191,22 @@ def main() -> None:
             explicit=True,
         )
     )
+    out.append(explicit_without_mesh())
     json.dump(out, sys.stdout)
+
+
+def explicit_without_mesh() -> dict:
+    """Inputs sharded over Explicit axes but no `mesh=`: a clear error, not XLA's."""
+    devices = np.asarray(jax.devices()[:8]).reshape(4, 2)
+    mesh = Mesh(devices, ("data", "model"), axis_types=(AxisType.Explicit,) * 2)
+    h = jax.device_put(np.ones((8, 4), np.float32), NamedSharding(mesh, P("data", None)))
+    w = np.ones((4, 6), np.float32)
+    try:
+        linear_cross_entropy(h, w, np.zeros(8, np.int32))
+        error = ""
+    except ValueError as e:
+        error = str(e)
+    return {"name": "explicit_without_mesh", "error": error}
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
+pytestmark = pytest.mark.xdist_group("docs_site")
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 CHROMIUM = os.environ.get("JAXLOSS_CHROMIUM", "/usr/bin/chromium")

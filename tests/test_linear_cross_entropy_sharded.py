@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
+pytestmark = pytest.mark.xdist_group("lce_sharded")
+
 HELPER = Path(__file__).with_name("lce_sharded_helper.py")
 
 
@@ -59,6 +62,12 @@ def test_no_gather_of_weight_or_logits(report, name):
     largest = max(size for _, size in r["collectives"])
     assert largest <= max(n_local * r["d"], r["d"] * v_local, r["v"]), r["collectives"]
     assert largest < r["n"] * r["v"] // mp
+
+
+def test_explicit_inputs_without_mesh_say_what_to_pass(report):
+    error = report["explicit_without_mesh"]["error"]
+    assert error.startswith("linear_cross_entropy: inputs sharded over Explicit mesh axes")
+    assert "`mesh=`" in error
 
 
 def test_gradients_keep_the_input_shardings(report):

@@ -16,6 +16,9 @@ import pytest
 
 import jaxloss
 
+# Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
+pytestmark = pytest.mark.xdist_group("sharding")
+
 HELPER = Path(__file__).with_name("sharding_helper.py")
 LAYOUTS = ("explicit", "auto", "shard_map", "classes")
 # linear_cross_entropy has its own sharded tests (test_linear_cross_entropy_sharded.py).
