@@ -235,7 +235,9 @@ _int_ce.defjvp(_int_ce_jvp, symbolic_zeros=True)
 # Dense (one-hot or soft) targets.
 
 
-def _dense_forward(x, t, mask, fused_rows=False):
+def _dense_forward(poly, x, t, mask, fused_rows=False):
+    """Loss and per-row numbers; with `poly` = ε, PolyLoss's ε·Σ_j t_j (1 − p_j) is added,
+    each 1 − p_j as −expm1(log p_j) (exact for the dominant class)."""
     xf = x.astype(_checks.compute_dtype(x.dtype))
     tf = t.astype(xf.dtype)
     if mask is not None:
@@ -245,18 +247,22 @@ def _dense_forward(x, t, mask, fused_rows=False):
     # −log q_j = log_s − d_j. A zero target contributes 0 even where q_j = 0 (0·log 0 = 0).
     neg_log_q = log_s - d
     loss = jnp.sum(jnp.where(tf != 0, tf * neg_log_q, 0), -1)
-    return loss, (m, log_s, jnp.sum(tf, -1, keepdims=True))
+    u = None
+    if poly:
+        u = jnp.sum(tf * -jnp.expm1(d - finite_log_sum(log_s)), -1, keepdims=True)
+        loss = loss + poly * u[..., 0]
+    return loss, (m, log_s, jnp.sum(tf, -1, keepdims=True), u)
 
 
-def _dense_ce_impl(x, t, mask):
-    return _dense_forward(x, t, mask, fused_rows=True)[0]
+def _dense_ce_impl(poly, x, t, mask):
+    return _dense_forward(poly, x, t, mask, fused_rows=True)[0]
 
 
-_dense_ce = jax.custom_jvp(_dense_ce_impl)
+_dense_ce = jax.custom_jvp(_dense_ce_impl, nondiff_argnums=(0,))
 
 
-def _dense_tangent(x, t, mask, stats, tx, tt):
-    m, log_s, t_sum = stats
+def _dense_tangent(poly, x, t, mask, stats, tx, tt):
+    m, log_s, t_sum, u = stats
     xf = x.astype(t_sum.dtype)
     tf = t.astype(xf.dtype)
     if mask is not None:
@@ -269,24 +275,31 @@ def _dense_tangent(x, t, mask, stats, tx, tt):
         z = d - finite_log_sum(log_s)
         top = z > _LOG_DOMINANT
         h = t_sum * jnp.where(top, jnp.expm1(z), jnp.exp(z)) + jnp.where(top, t_sum - tf, -tf)
+        if poly:
+            # ∂U/∂x_k = p_k·(Σ_j t_j p_j − t_k) = p_k·((Σt − t_k) − U): for a one-hot row the
+            # label's entry is −p_y·U, with no cancellation.
+            h = h + poly * jnp.exp(z) * ((t_sum - tf) - u)
         out = out + jnp.sum(h * tx.astype(xf.dtype), -1)
     if tt is not None:
         neg_log_q = log_s - d
+        if poly:
+            neg_log_q = neg_log_q - poly * jnp.expm1(d - finite_log_sum(log_s))
         if mask is not None:
             neg_log_q = jnp.where(mask, neg_log_q, 0)
         out = out + jnp.sum(neg_log_q * tt.astype(xf.dtype), -1)
     return out
 
 
-def _dense_ce_jvp(primals, tangents):
+def _dense_ce_jvp(poly, primals, tangents):
     x, t, mask = primals
     tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents[:2])
-    loss, stats = _dense_forward(x, t, mask)
+    loss, stats = _dense_forward(poly, x, t, mask)
     if tx is None and tt is None:
         return loss, jnp.zeros_like(loss)
     # No optimization barrier (prevent_cse): XLA may then fuse the gradient pass with the
     # forward loss pass, which reads the same logits and targets (GPU: 6·B, not 7·B).
-    return loss, jax.checkpoint(_dense_tangent, prevent_cse=False)(x, t, mask, stats, tx, tt)
+    tangent = jax.checkpoint(_dense_tangent, prevent_cse=False, static_argnums=(0,))
+    return loss, tangent(poly, x, t, mask, stats, tx, tt)
 
 
 _dense_ce.defjvp(_dense_ce_jvp, symbolic_zeros=True)
@@ -304,7 +317,7 @@ def _batch_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, An
     return example_mask, class_mask
 
 
-def _prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=None):
+def prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=None):
     """(x [..., K], y, in_range, valid, class mask): the checked inputs of an integer-label loss."""
     _checks.check_floating(logits, "logits" if fn != "nll_loss" else "log_probs", fn)
     _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
@@ -356,7 +369,7 @@ def int_loss(
     opts, _ = _options.parse(
         fn, label_smoothing=label_smoothing, z_loss=z_loss, logit_softcap=logit_softcap
     )
-    x, y, in_range, valid, class_mask = _prepare_int(
+    x, y, in_range, valid, class_mask = prepare_int(
         logits, labels, axis, where, fn, check_labels, ignore_index
     )
     k = x.shape[-1]
@@ -531,6 +544,44 @@ def cross_entropy(
     )
 
 
+def dense_loss(
+    fn: str, logits: Any, labels: Any, axis: Any, where: Any, reduction: str, poly: float = 0.0
+) -> Array | tuple[Array, Array]:
+    """`softmax_cross_entropy` (plus PolyLoss's term with `poly` = ε), its arguments checked in
+    the name of `fn`."""
+    _checks.check_reduction(reduction, fn)
+    _checks.check_floating(logits, "logits", fn)
+    logits = jnp.asarray(logits)
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.floating):
+        if not jnp.issubdtype(labels.dtype, jnp.integer) and labels.dtype != jnp.bool_:
+            raise TypeError(
+                f"{fn}: `labels` must be probabilities (or integer one-hot rows), got dtype "
+                f"{labels.dtype} with shape {labels.shape}."
+            )
+        # Integer one-hot targets, as Optax accepts them. Class indices are a different input.
+        if labels.ndim < logits.ndim:
+            raise TypeError(
+                f"{fn}: `labels` are integers of shape {labels.shape} for logits of shape "
+                f"{logits.shape}: class indices go to "
+                "`jaxloss.softmax_cross_entropy_with_integer_labels`; one-hot rows must have "
+                "the logits' shape."
+            )
+        labels = labels.astype(_checks.compute_dtype(logits.dtype))
+    _checks.check_broadcasts_to(labels, logits.shape, "labels", "logits", fn)
+    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
+    x = _checks.classes_last(logits, axes)
+    t = _checks.classes_last(jnp.broadcast_to(labels, logits.shape), axes)
+    valid = None
+    if example_mask is not None:
+        valid = example_mask
+        class_mask = jnp.broadcast_to(example_mask[..., None], x.shape)
+    elif class_mask is not None:
+        valid = jnp.any(class_mask, axis=-1)
+    return _checks.reduce_loss(_dense_ce(poly, x, t, class_mask), reduction, valid)
+
+
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -573,38 +624,7 @@ def softmax_cross_entropy(
         >>> print(jaxloss.softmax_cross_entropy(logits, targets))
         [0.2761 1.8018]
     """
-    fn = "softmax_cross_entropy"
-    _checks.check_reduction(reduction, fn)
-    _checks.check_floating(logits, "logits", fn)
-    logits = jnp.asarray(logits)
-    labels = jnp.asarray(labels)
-    if not jnp.issubdtype(labels.dtype, jnp.floating):
-        if not jnp.issubdtype(labels.dtype, jnp.integer) and labels.dtype != jnp.bool_:
-            raise TypeError(
-                f"{fn}: `labels` must be probabilities (or integer one-hot rows), got dtype "
-                f"{labels.dtype} with shape {labels.shape}."
-            )
-        # Integer one-hot targets, as Optax accepts them. Class indices are a different input.
-        if labels.ndim < logits.ndim:
-            raise TypeError(
-                f"{fn}: `labels` are integers of shape {labels.shape} for logits of shape "
-                f"{logits.shape}: class indices go to "
-                "`jaxloss.softmax_cross_entropy_with_integer_labels`; one-hot rows must have "
-                "the logits' shape."
-            )
-        labels = labels.astype(_checks.compute_dtype(logits.dtype))
-    _checks.check_broadcasts_to(labels, logits.shape, "labels", "logits", fn)
-    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
-    example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
-    x = _checks.classes_last(logits, axes)
-    t = _checks.classes_last(jnp.broadcast_to(labels, logits.shape), axes)
-    valid = None
-    if example_mask is not None:
-        valid = example_mask
-        class_mask = jnp.broadcast_to(example_mask[..., None], x.shape)
-    elif class_mask is not None:
-        valid = jnp.any(class_mask, axis=-1)
-    return _checks.reduce_loss(_dense_ce(x, t, class_mask), reduction, valid)
+    return dense_loss("softmax_cross_entropy", logits, labels, axis, where, reduction)
 
 
 def nll_loss(
@@ -656,7 +676,7 @@ def nll_loss(
     """
     fn = "nll_loss"
     _checks.check_reduction(reduction, fn)
-    x, y, in_range, valid, class_mask = _prepare_int(
+    x, y, in_range, valid, class_mask = prepare_int(
         log_probs, labels, axis, where, fn, check_labels, ignore_index
     )
     if class_mask is not None:

@@ -16,6 +16,7 @@ from jax import Array, lax
 from jax.typing import ArrayLike
 
 from jaxloss import _checks
+from jaxloss._cross_entropy import prepare_int
 
 
 def _check_k(k: Any, num_classes: int, fn: str) -> int:
@@ -93,41 +94,31 @@ def accuracy(
     _checks.check_reduction(reduction, fn)
     _checks.check_floating(logits, "logits", fn)
     _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
-    x = lax.stop_gradient(jnp.asarray(logits))
-    labels = _checks.wide_labels(jnp.asarray(labels))
-    axes = _checks.canonicalize_axes(axis, x.ndim, "logits", x.shape, fn)
-    batch_shape = tuple(n for a, n in enumerate(x.shape) if a not in axes)
-    if labels.shape != batch_shape:
-        raise ValueError(
-            f"{fn}: `labels` must have the logits' shape without the class axis {axis!r}: "
-            f"expected {batch_shape} for logits of shape {x.shape}, got {labels.shape}."
-        )
-    example_mask, class_mask = _checks.split_where(where, x.shape, axes, fn)
-    x = _checks.classes_last(x, axes)
+    logits = lax.stop_gradient(jnp.asarray(logits))
+    x, y, in_range, valid, class_mask = prepare_int(
+        logits, labels, axis, where, fn, False, ignore_index
+    )
     num_classes = x.shape[-1]
     kk = _check_k(k, num_classes, fn)
-    # Shaped (and sharded) like the labels: a fresh jnp.ones would be replicated.
-    valid = jnp.ones_like(labels, dtype=bool) if example_mask is None else example_mask
-    if ignore_index is not None:
-        valid = valid & (labels != ignore_index)
     if class_mask is not None:
-        class_mask = _checks.classes_last(class_mask, axes)
         valid = valid & jnp.any(class_mask, axis=-1)
         # A masked class is never predicted: below every kept class, NaN included.
         x = jnp.where(class_mask, x, -jnp.inf)
-    in_range = (labels >= 0) & (labels < num_classes)
-    y = jnp.where(in_range, labels, 0)[..., None]
+    y = y[..., None]
     x_y = jnp.take_along_axis(x, y, axis=-1)
     j = lax.broadcasted_iota(y.dtype, x.shape, x.ndim - 1)
     ahead = (x > x_y) | ((x == x_y) & (j < y))
     if class_mask is not None:
         ahead = ahead & class_mask
-    rank = jnp.sum(ahead, axis=-1, dtype=jnp.int32)
-    hit = rank < kk
+    # One pass over the logits: the rank of the label and, weighted past any rank (K + 1), the
+    # NaN entries of the row.
+    score = ahead.astype(jnp.int32) + jnp.isnan(x).astype(jnp.int32) * (num_classes + 1)
+    total = jnp.sum(score, axis=-1)
+    hit = total < kk
     if class_mask is not None:
         hit = hit & jnp.take_along_axis(class_mask, y, axis=-1)[..., 0]
     dtype = _checks.compute_dtype(x.dtype)
-    nan_row = jnp.any(jnp.isnan(x), axis=-1) | ~in_range
+    nan_row = (total > num_classes) | ~in_range
     out = jnp.where(nan_row, jnp.nan, hit.astype(dtype))
     out = jnp.where(valid, out, jnp.zeros_like(out))
     return _checks.reduce_loss(out, reduction, valid)

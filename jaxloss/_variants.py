@@ -9,9 +9,10 @@ precision where the label is nearly certain:
   ``n → 0`` for every ``γ ≥ 0`` (autodiff of ``q^γ`` would give ``∞·0`` there for ``γ < 1``).
   The gradient w.r.t. the logits is ``α_y·g'(nll)·(softmax − onehot)``: the chain rule through
   ``cross_entropy``'s hand-derived rule, with no ``[..., K]`` residual beyond what it keeps.
-* PolyLoss adds ``ε·Σ_j t_j (1 − p_j)`` to ``softmax_cross_entropy``; each ``1 − p_j`` is
-  ``−expm1(log p_j)`` from ``log_softmax`` (exact for the dominant class), and the term's
-  derivative is stated so that the label's ``p_y − 1`` never cancels either.
+* PolyLoss adds ``ε·Σ_j t_j (1 − p_j)`` to ``softmax_cross_entropy``, inside its kernel
+  (`_cross_entropy.dense_loss`, the same row statistics and passes); each ``1 − p_j`` is
+  ``−expm1(log p_j)`` (exact for the dominant class), and the term's derivative is stated so
+  that the label's ``p_y − 1`` never cancels either.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
 from jaxloss import _checks, _options
-from jaxloss._cross_entropy import int_loss, softmax_cross_entropy
-from jaxloss._softmax import log_softmax
+from jaxloss._cross_entropy import dense_loss, int_loss
 
 # ---------------------------------------------------------------------------------------------
 # Focal loss.
@@ -139,40 +138,6 @@ def softmax_focal_loss(
 # PolyLoss.
 
 
-def _poly_term_impl(x: Array, t: Array) -> Array:
-    """Σ_j t_j (1 − p_j) per row of classes-last `x` (masked entries −inf, their t 0)."""
-    return jnp.sum(t * -jnp.expm1(log_softmax(x)), -1)
-
-
-_poly_term = jax.custom_jvp(_poly_term_impl)
-
-
-def _poly_tangent(x: Array, t: Array, u: Array, tx: Array | None, tt: Array | None) -> Array:
-    log_p = log_softmax(x)
-    out = jnp.zeros_like(u)
-    if tx is not None:
-        # ∂U/∂x_k = p_k·(Σ_j t_j p_j − t_k) = p_k·((Σt − t_k) − U): for a one-hot row the
-        # label's entry is −p_y·U = p_y·(p_y − 1) with no cancellation.
-        h = jnp.exp(log_p) * ((jnp.sum(t, -1, keepdims=True) - t) - u[..., None])
-        out = out + jnp.sum(h * tx, -1)
-    if tt is not None:
-        out = out + jnp.sum(-jnp.expm1(log_p) * tt, -1)
-    return out
-
-
-def _poly_term_jvp(primals, tangents):
-    x, t = primals
-    tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents)
-    u = _poly_term(x, t)
-    if tx is None and tt is None:
-        return u, jnp.zeros_like(u)
-    # Checkpointed: the backward pass recomputes log p from the logits instead of keeping it.
-    return u, jax.checkpoint(_poly_tangent)(x, t, u, tx, tt)
-
-
-_poly_term.defjvp(_poly_term_jvp, symbolic_zeros=True)
-
-
 def poly_loss_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -230,37 +195,9 @@ def poly_loss_cross_entropy(
         [0.1934 2.7241]
     """
     fn = "poly_loss_cross_entropy"
-    _checks.check_reduction(reduction, fn)
     eps = _checks.static_number(epsilon, "epsilon", fn)
-    _checks.check_floating(logits, "logits", fn)
-    logits = jnp.asarray(logits)
-    cdt = _checks.compute_dtype(logits.dtype)
-    ldtype = jnp.result_type(labels)
-    if jnp.issubdtype(ldtype, jnp.integer) or jnp.issubdtype(ldtype, jnp.bool_):
-        labels = jnp.asarray(labels).astype(cdt)
-    _checks.check_floating(labels, "labels", fn)
-    _checks.check_same_shape(logits, labels, "logits", "labels", fn)
-    labels = jnp.asarray(labels)
-    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
-    example_mask, class_mask = _checks.split_where(where, logits.shape, axes, fn)
-
-    ce = softmax_cross_entropy(logits, labels, axis, where)
-    assert not isinstance(ce, tuple)  # reduction="none"
-    x = _checks.classes_last(logits, axes).astype(cdt)
-    t = _checks.classes_last(labels, axes).astype(cdt)
-    keep = None
-    if class_mask is not None:
-        keep = _checks.classes_last(class_mask, axes)
-    elif example_mask is not None:
-        keep = jnp.broadcast_to(example_mask[..., None], x.shape)
-    if keep is not None:
-        x = jnp.where(keep, x, -jnp.inf)
-        t = jnp.where(keep, t, 0)
-    loss = ce + eps * _poly_term(x, t)
-
-    if reduction == "none":
-        return loss
-    return _checks.reduce_loss(loss, reduction, None if keep is None else jnp.any(keep, -1))
+    # One kernel with softmax_cross_entropy: the term shares its row statistics and passes.
+    return dense_loss(fn, logits, labels, axis, where, reduction, poly=eps)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -480,8 +480,10 @@ def test_poly_bad_arguments():
     fn = jaxloss.poly_loss_cross_entropy
     _raises(ValueError, "poly_loss_cross_entropy: `epsilon` must be a finite number", fn, X, T,
             epsilon=float("inf"))  # fmt: skip
-    _raises(ValueError, re.escape("poly_loss_cross_entropy: `logits` and `labels` must have the "
-                                  "same shape, got (4, 5) and (4,)"), fn, X, Y)  # fmt: skip
+    _raises(TypeError, re.escape("poly_loss_cross_entropy: `labels` are integers of shape (4,) "
+                                 "for logits of shape (4, 5)"), fn, X, Y)  # fmt: skip
+    _raises(ValueError, re.escape("poly_loss_cross_entropy: `labels` with shape (4, 4) must have "
+                                  "the shape of `logits` (4, 5)"), fn, X, T[:, :4])  # fmt: skip
     _raises(ValueError, "poly_loss_cross_entropy: unknown `reduction`", fn, X, T, reduction="x")
     with pytest.raises(TypeError, match="poly_loss_cross_entropy: `epsilon` must be a concrete"):
         jax.jit(lambda e: fn(X, T, epsilon=e))(2.0)
