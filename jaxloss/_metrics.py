@@ -19,6 +19,23 @@ from jaxloss import _checks
 from jaxloss._cross_entropy import prepare_int
 
 
+def _first_argmax(x: Array) -> tuple[Array, Array]:
+    """(max, first index of the max) of each row, NaN above every number; one variadic
+    reduction, no gather (ties go to the lower index, as the rank rule of `accuracy`)."""
+
+    def pick(a, b):
+        (av, ai), (bv, bi) = a, b
+        a_nan, b_nan = jnp.isnan(av), jnp.isnan(bv)
+        better = (av > bv) | (a_nan & ~b_nan)
+        same = (av == bv) | (a_nan & b_nan)
+        take_a = better | (same & (ai < bi))
+        return jnp.where(take_a, av, bv), jnp.where(take_a, ai, bi)
+
+    j = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    init = (jnp.array(-jnp.inf, x.dtype), jnp.array(x.shape[-1], jnp.int32))
+    return lax.reduce((x, j), init, pick, (x.ndim - 1,))
+
+
 def _check_k(k: Any, num_classes: int, fn: str) -> int:
     try:
         kk = operator.index(k)
@@ -104,21 +121,27 @@ def accuracy(
         valid = valid & jnp.any(class_mask, axis=-1)
         # A masked class is never predicted: below every kept class, NaN included.
         x = jnp.where(class_mask, x, -jnp.inf)
-    y = y[..., None]
-    x_y = jnp.take_along_axis(x, y, axis=-1)
-    j = lax.broadcasted_iota(y.dtype, x.shape, x.ndim - 1)
-    ahead = (x > x_y) | ((x == x_y) & (j < y))
-    if class_mask is not None:
-        ahead = ahead & class_mask
-    # One pass over the logits: the rank of the label and, weighted past any rank (K + 1), the
-    # NaN entries of the row.
-    score = ahead.astype(jnp.int32) + jnp.isnan(x).astype(jnp.int32) * (num_classes + 1)
-    total = jnp.sum(score, axis=-1)
-    hit = total < kk
-    if class_mask is not None:
-        hit = hit & jnp.take_along_axis(class_mask, y, axis=-1)[..., 0]
     dtype = _checks.compute_dtype(x.dtype)
-    nan_row = (total > num_classes) | ~in_range
+    if kk == 1 and class_mask is None:
+        # Top-1: the first index of the row's max (NaN counting as the max), in one pass.
+        top, first = _first_argmax(x)
+        hit = first == y
+        nan_row = jnp.isnan(top) | ~in_range
+    else:
+        y = y[..., None]
+        x_y = jnp.take_along_axis(x, y, axis=-1)
+        j = lax.broadcasted_iota(y.dtype, x.shape, x.ndim - 1)
+        ahead = (x > x_y) | ((x == x_y) & (j < y))
+        if class_mask is not None:
+            ahead = ahead & class_mask
+        # One pass over the logits: the rank of the label and, weighted past any rank (K + 1),
+        # the NaN entries of the row.
+        score = ahead.astype(jnp.int32) + jnp.isnan(x).astype(jnp.int32) * (num_classes + 1)
+        total = jnp.sum(score, axis=-1)
+        hit = total < kk
+        if class_mask is not None:
+            hit = hit & jnp.take_along_axis(class_mask, y, axis=-1)[..., 0]
+        nan_row = (total > num_classes) | ~in_range
     out = jnp.where(nan_row, jnp.nan, hit.astype(dtype))
     out = jnp.where(valid, out, jnp.zeros_like(out))
     return _checks.reduce_loss(out, reduction, valid)
