@@ -333,7 +333,8 @@ def prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=None
         )
     example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
-    valid = jnp.ones(batch_shape, bool) if example_mask is None else example_mask
+    # ones_like: sharded like the labels (a fresh array would be replicated on Explicit meshes).
+    valid = jnp.ones_like(labels, bool) if example_mask is None else example_mask
     y, in_range, valid = _options.labels_and_valid(
         fn, labels, x.shape[-1], valid, ignore_index, check_labels
     )
