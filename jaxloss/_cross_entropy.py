@@ -14,10 +14,14 @@ the loss (one variadic reduction over the row with the label's entry masked out,
 of the label's logit) and once more for the gradient, which it writes: the tangent is
 `jax.checkpoint`ed, so only per-row numbers are kept. XLA:CPU runs its own kernel
 (`_xla_cpu.label_stats`); the options (smoothing, class weights, z-loss, masks) are applied to
-the per-row numbers by the same code for both.
+the per-row numbers by `_options.label_rows`, the same code for both kernels and for
+`linear_cross_entropy`. The rule also has a tangent along the class weights, which are
+differentiable. `int_loss` is the checked per-example loss the losses built on it (the focal
+loss) share.
 
 Dense targets use the shared exact log-sum-exp (`_softmax.max_and_log_sum`); there, when one
-class holds more than 3/4 of the mass, its `p − 1` is `expm1(d − log_s)`.
+class holds more than 3/4 of the mass, its `p − 1` is `expm1(d − log_s)`. `dense_loss` is
+`softmax_cross_entropy` and, with ``poly`` = ε, PolyLoss in the same kernel.
 """
 
 from __future__ import annotations
