@@ -253,6 +253,8 @@ def static_number(
 ) -> float:
     """A scalar option as a Python float, checked at trace time: no traced value, no NaN, no
     infinity (unless `allow_inf`), within [low, high] (or (low, high] with `low_open`)."""
+    if isinstance(value, str | bytes):
+        raise TypeError(f"{fn}: `{name}` must be a number, got {value!r}.")
     try:
         v = float(value)
     except jax.errors.ConcretizationTypeError:

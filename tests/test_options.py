@@ -315,3 +315,10 @@ def test_linear_cross_entropy_confident_row_true_class_gradient():
     np.testing.assert_allclose(g, g_ce, rtol=1e-5, atol=1e-12)
     loss = jaxloss.linear_cross_entropy(x, jnp.eye(K), y)
     np.testing.assert_allclose(loss, 1e-6, rtol=1e-5)  # log1p(1e-6), not lse − x_y = 0
+
+
+def test_scalar_options_must_be_numbers_not_strings():
+    with pytest.raises(TypeError, match="cross_entropy: `label_smoothing` must be a number"):
+        jaxloss.cross_entropy(X, Y, label_smoothing="0.1")
+    with pytest.raises(TypeError, match="softmax_kl_divergence: `temperature` must be a number"):
+        jaxloss.softmax_kl_divergence(X, X, temperature="2")
