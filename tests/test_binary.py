@@ -230,7 +230,9 @@ def test_bce_with_logits_matches_torch(options, reduction):
     )
     out.sum().backward()
     gx = jax.grad(lambda x: jnp.sum(BCEL(x, t, reduction=reduction, **kw)))(x)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-5, atol=1e-7)
+    # The gradient (pw·t + 1 − t)·σ(x) − pw·t cancels when it is small: in f32 both sides are
+    # ~4e-7 off the float64 value at pw ≤ 4 (measured over 200 draws), so atol is 1e-6, not 1e-7.
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_label_smoothing_is_torch_on_smoothed_labels_and_keras_convention():
