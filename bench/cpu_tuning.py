@@ -54,6 +54,13 @@ ROWS = (
         for b in (1024, 4096, 8192)
     ),
     *(
+        Row(f"small_max@{b}x{k}", f"0/1 label weight vs scatters, {b}x{k}", (b, k), "float32",
+            "value_and_grad", "cross_entropy",
+            ("xla_cpu", dataclasses.replace(CONFIG, small_max=2**40)),
+            ("xla_cpu", dataclasses.replace(CONFIG, small_max=0)))
+        for b, k in ((128, 10), (256, 64), (128, 1000))
+    ),
+    *(
         Row(f"kernel:{fn}:{mode}", f"XLA:CPU kernel vs portable, {fn} {mode}", (4096, 32000),
             "float32", mode, fn, ("xla_cpu", CONFIG), ("portable", None))
         for fn in ("cross_entropy", "logsumexp")

@@ -48,7 +48,11 @@ class CpuConfig:
     #: The label shift falls back to the maximum above this row sum (exp(−log s) would near
     #: float32's smallest normal number).
     label_shift_max_sum: float = 2.0**100
-    #: Labels index a float32 iota (`_not_label`), exact below this many classes; larger
+    #: Integer-label CE with a gradient up to this many logits marks the label with the 0/1
+    #: weight `not_label` rather than B-element scatters: fewer, fused kernels, where each
+    #: kernel's fixed cost outweighs its arithmetic.
+    small_max: int = 2**14
+    #: Labels index a float32 iota (`not_label`), exact below this many classes; larger
     #: vocabularies take the portable kernel.
     max_float_index: int = 2**24
 
@@ -132,7 +136,7 @@ def row_stats(cfg: CpuConfig, xf: Array) -> tuple[Array, Array]:
 # Integer-label cross-entropy.
 
 
-def _not_label(shape: tuple, y: Array, offset: Array | int = 0, one: Array | float = 1.0) -> Array:
+def not_label(shape: tuple, y: Array, offset: Array | int = 0, one: Array | float = 1.0) -> Array:
     """1.0 off the label's column and 0.0 on it, as `min(|j − y|, 1)` over column indices `j`.
 
     `y` is the label as a float32 [..., 1]; `offset` is added to the iota (the first column of a
@@ -147,13 +151,13 @@ def _sum_exp_off_label(cfg: CpuConfig, x: Array, m: Array, y: Array) -> Array:
     k = x.shape[-1]
     g = _sub_rows(k, cfg)
     if g == 1:
-        return jnp.sum(jnp.exp(x.astype(m.dtype) - m) * _not_label(x.shape, y), -1, keepdims=True)
+        return jnp.sum(jnp.exp(x.astype(m.dtype) - m) * not_label(x.shape, y), -1, keepdims=True)
     lead, piece = x.shape[:-1], k // g
     xs = jax.lax.optimization_barrier(x.reshape((-1, piece))).astype(m.dtype)
     ms = jnp.repeat(m.reshape((-1, 1)), g, axis=0)
     ys = jnp.repeat(y.reshape((-1, 1)), g, axis=0)
     starts = jnp.tile(jnp.arange(g, dtype=jnp.float32) * piece, xs.shape[0] // g)[:, None]
-    total = jnp.sum(jnp.exp(xs - ms) * _not_label(xs.shape, ys, starts), -1)
+    total = jnp.sum(jnp.exp(xs - ms) * not_label(xs.shape, ys, starts), -1)
     return total.reshape((*lead, g)).sum(-1, keepdims=True)
 
 
@@ -182,6 +186,12 @@ def gather(x: Array, y: Array) -> Array:
     return jnp.take_along_axis(jax.lax.optimization_barrier(x), y, axis=-1)
 
 
+def is_small(cfg: CpuConfig, x: Array) -> bool:
+    """Whether `x` has at most `cfg.small_max` elements (a symbolic shape is not small)."""
+    size = _size(x)
+    return size is not None and size <= cfg.small_max
+
+
 def keeps_exp(cfg: CpuConfig, x: Array) -> bool:
     """Whether the gradient keeps exp(x − m) (float32 and wider, or small narrow logits)."""
     if jnp.dtype(x.dtype).itemsize >= 4:
@@ -203,9 +213,10 @@ def label_stats(cfg: CpuConfig, xm: Array, y: Array, rows: Array, keep_exp: bool
     if keep_exp:
         m = max_shift(xm, cdt)
         e = jnp.exp(xm.astype(cdt) - m)
-        if _explicitly_sharded(xm):
-            # A scatter cannot infer its output sharding on an Explicit mesh: the 0/1 weight.
-            e0 = e * _not_label(xm.shape, yf)
+        if _explicitly_sharded(xm) or is_small(cfg, xm):
+            # The 0/1 weight: a scatter cannot infer its output sharding on an Explicit mesh, and
+            # on small arrays the scatters' extra kernels cost more than the arithmetic.
+            e0 = e * not_label(xm.shape, yf)
         else:
             # The label's entry set to 0 by a B-element scatter in place: the 0/1 weight costs
             # its float iota arithmetic on every element (1024×1000 value_and_grad: the exp
@@ -228,10 +239,10 @@ def label_stats(cfg: CpuConfig, xm: Array, y: Array, rows: Array, keep_exp: bool
 def label_tangent(xm: Array, y: Array, m: Array, coef: Array, g_y: Array) -> Array:
     """The gradient row g = coef·exp(x − m) off the label and g_y on it, exp recomputed.
 
-    The label's entry comes in through the exact 0/1 weight `_not_label` in the same pass (a
+    The label's entry comes in through the exact 0/1 weight `not_label` in the same pass (a
     gather's transpose, a scatter into zeros, would be a second [..., K] buffer). `one` is a
     per-row 1: a broadcast constant shared by two fusions is written out in full.
     """
     one = 1.0 + 0.0 * coef
-    off = _not_label(xm.shape, y.astype(jnp.float32), one=one)
+    off = not_label(xm.shape, y.astype(jnp.float32), one=one)
     return coef * (jnp.exp(xm.astype(coef.dtype) - m) * off) + g_y * (one - off)

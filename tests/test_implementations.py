@@ -5,7 +5,8 @@ The portable kernels are what TPUs compile (and GPUs, but for short rows); here 
 because
 `jaxloss._impl.implementation` pins them. `xla_cpu_cut` is the XLA:CPU kernel with thresholds
 that force every path it has on small inputs (row cuts, the label shift and its fallback,
-recomputing exp). `default` is what a user gets: `lax.platform_dependent`'s choice.
+recomputing exp, the label marked by scatters rather than the 0/1 weight of small arrays).
+`default` is what a user gets: `lax.platform_dependent`'s choice.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from jaxloss import _impl
 from jaxloss._xla_cpu import CpuConfig
 from tests import reference as ref
 
-CUT = CpuConfig(max_row=4, label_shift_min_size=0, narrow_keep_exp_max=0)
+CUT = CpuConfig(max_row=4, label_shift_min_size=0, narrow_keep_exp_max=0, small_max=0)
 IMPLS = {
     "default": None,
     "portable": ("portable", None),
