@@ -1,8 +1,10 @@
 """`python -m bench`: run every case, write results.json, table.md and plots into `--out`.
 
 Within a case (one shape, dtype and mode) the implementations run in one process, interleaved
-(A B C A B C ...), after compiling and one warm-up round, so that a slow minute of a shared
-machine lands on all of them rather than on one. Each call is waited for (`block_until_ready`).
+(A B C, B C A, C A B, ...: each round starts one later, so no implementation always runs right
+after the same other one), after compiling and one warm-up round, so that a slow minute of a
+shared machine lands on all of them rather than on one. Each call is waited for
+(`block_until_ready`).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def interleave(
     min_rounds: int,
     max_rounds: int,
     budget_s: float,
-    sample_s: float = 0.002,
+    sample_s: float = 0.02,
     on_warmup: Callable[[Any, Any], None] | None = None,
 ) -> dict:
     """Time each prepared call in turn, round after round; return impl -> seconds per call.
@@ -89,7 +91,8 @@ def interleave(
     One untimed warm-up round first, whose outputs go to `on_warmup(prepared, outputs)` (the
     error checks: no extra call of a multi-second case); it also sets how many back-to-back
     calls make one sample (enough to last `sample_s`, so that microsecond cases are not timer
-    noise). Then at least
+    noise: counted on calls after the first, whose one-off costs would otherwise leave a
+    128×10 case at 4 calls per sample). Then at least
     `min_rounds` rounds, more while the rounds so far fit in `budget_s`, at most `max_rounds`.
     An implementation that raises is dropped with its error recorded.
     """
@@ -98,8 +101,9 @@ def interleave(
     errors: dict[str, str] = {}
     live = list(prepared)
 
-    def run_round(record: bool) -> None:
-        for p in list(live):
+    def run_round(record: bool, first: int = 0) -> None:
+        order = list(live)
+        for p in order[first % len(order) :] + order[: first % len(order)]:
             n = number.get(p.impl, 1) if record else 1
             try:
                 t0 = time.perf_counter()
@@ -117,18 +121,30 @@ def interleave(
             if record:
                 times[p.impl].append(dt)
             else:
-                number[p.impl] = max(1, min(1000, int(sample_s / max(dt, 1e-9))))
+                number[p.impl] = _calls_per_sample(p.call, dt, sample_s)
 
     run_round(record=False)
     start = time.perf_counter()
     rounds = 0
     while live and rounds < max_rounds:
-        run_round(record=True)
+        run_round(record=True, first=rounds)
         rounds += 1
         elapsed = time.perf_counter() - start
         if rounds >= min_rounds and elapsed * (rounds + 1) / rounds > budget_s:
             break
     return {"times": times, "errors": errors, "number": number}
+
+
+def _calls_per_sample(call: Callable[[], Any], first_s: float, sample_s: float) -> int:
+    """How many back-to-back calls last `sample_s` (1 to 1000): counted by calling again when
+    the first call took less than that, since the first call after compiling is the slowest."""
+    if first_s >= sample_s:
+        return 1
+    calls, t0 = 0, time.perf_counter()
+    while calls < 1000 and time.perf_counter() - t0 < sample_s:
+        call()
+        calls += 1
+    return max(1, calls)
 
 
 def _median(v: list[float]) -> float:

@@ -106,3 +106,33 @@ def test_hlo_pass_counter_sees_the_gradient_pass():
     s = hlo_passes.summarize(hlo_passes.accesses(text, 64 * 1000))
     assert s["writes"] >= 1  # the gradient
     assert s["passes"] >= 2  # the fewest possible: read the logits once, write once
+
+
+def test_interleave_rotates_the_order_and_counts_calls_per_sample():
+    """Each round starts one implementation later, and a fast call is repeated until a sample
+    lasts `sample_s` (counted after the first call), a slow one is not."""
+    import time
+    from types import SimpleNamespace
+
+    from bench.runner import interleave
+
+    log: list[str] = []
+
+    def prepared(name: str, seconds: float) -> SimpleNamespace:
+        def call() -> None:
+            log.append(name)
+            time.sleep(seconds)
+
+        return SimpleNamespace(impl=name, call=call)
+
+    slow = 0.03
+    out = interleave(
+        [prepared("a", 0.0), prepared("b", slow), prepared("c", slow)],
+        min_rounds=3, max_rounds=3, budget_s=100.0, sample_s=0.02,
+    )  # fmt: skip
+    assert out["number"]["b"] == out["number"]["c"] == 1
+    assert out["number"]["a"] > 10
+    # The calls with runs of one name collapsed; the last nine are the three recorded rounds,
+    # and round i starts with the i-th implementation.
+    runs = [name for i, name in enumerate(log) if i == 0 or log[i - 1] != name]
+    assert runs[-9:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"], runs
