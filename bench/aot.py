@@ -716,4 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {out / (target.name + '.json')}, {out / (target.name + '.md')}",
         flush=True,
     )
-    return 1 if any("error" in r for r in rows) else 0
+    # A reference that does not compile is a finding, not a failure of the run (Optax's
+    # sigmoid_focal_loss value_and_grad at 4096×128256 f32 needs 21.5 GB of scratch, more than a
+    # TPU v5e's 16 GB); a jaxloss row that does not compile is.
+    return 1 if any("error" in r and r.get("role") == "jaxloss" for r in rows) else 0
