@@ -20,6 +20,8 @@ machine this was written on, with other jobs running):
   reads its input twice).
 - Integer-label cross-entropy and Optax at vocab-128k (2048×131072) too, the other shape the
   targets are stated for, on TPU v5e only (its compiler gives the estimated time): 12 programs.
+- The dense-target losses at imagenet (1024×1000) on H100, where XLA:GPU once kept PolyLoss's
+  expm1(z) as a float32 [B, K] buffer between its passes: 16 programs, a second each.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ RUNS = (
     ("tpu-v5e", (ALL_SHAPE,), ()),
     ("tpu-v5e", ("vocab-128k",), ("softmax_cross_entropy_with_integer_labels", "cross_entropy")),
     ("h100", (ALL_SHAPE,), ()),
+    ("h100", ("imagenet",), ("softmax_cross_entropy", "poly_loss_cross_entropy")),
 )
 INTEGER_CE = ("softmax_cross_entropy_with_integer_labels", "cross_entropy")
 OPTAX_INT = "optax.softmax_cross_entropy_with_integer_labels"
@@ -161,6 +164,18 @@ def test_no_more_bytes_or_scratch_than_the_reference(function, target, dtype, mo
     wider = function in F32_ELEMENTWISE and dtype == "bfloat16" and mode == "forward"
     extra = 1.0 * b if wider else 0.0
     assert mine["bytes"] <= ref["bytes"] + 0.01 * b + extra, (describe(mine), describe(ref))
+
+
+@needs_aot
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("function", ["softmax_cross_entropy", "poly_loss_cross_entropy"])
+def test_dense_targets_keep_no_logits_sized_scratch_on_short_rows(function, dtype, mode):
+    """At 1024×1000 on H100 the scratch is per-row numbers (tens of KiB), never a [B, K] buffer
+    (a float32 one is 1·B or 2·B): PolyLoss's value_and_grad once kept 4 MiB."""
+    rs = rows("h100", "imagenet", function)
+    mine = pick(rs, role="jaxloss", function=function, dtype=dtype, mode=mode)
+    assert mine["temp_bytes"] <= 0.1 * mine["logits_bytes"], describe(mine)
 
 
 # --- integer-label cross-entropy on TPU v5e at the stated shapes -------------------------------
