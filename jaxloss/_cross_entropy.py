@@ -186,12 +186,13 @@ def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
     else:
         _, y, rows, smooth = res
         # exp(x − m) is already written: the backward pass scales it in place (one exp pass,
-        # the residual Optax keeps too); the label's entry is a gather of the tangent.
+        # the residual Optax keeps too).
         if _xla_cpu.is_small(cfg, x):
-            # The label's entry by the 0/1 weight, in the same fusion as the rest.
+            # The label's entry by the 0/1 weight, in the same fusion as the rest (no scatter).
             on_label = 1.0 - _xla_cpu.not_label(x.shape, y.astype(jnp.float32))
             t_loss = _finish_tangent(rows.coef * e0 + rows.g_y * on_label, smooth, rows.use, tx)
         else:
+            # The label's entry is a gather of the tangent (its transpose, a B-element scatter).
             dense = _finish_tangent(rows.coef * e0, smooth, rows.use, tx)
             tx_y = jnp.take_along_axis(tx, y, axis=-1).astype(rows.g_y.dtype)
             t_loss = dense + jnp.where(rows.use, rows.g_y * tx_y, 0)[..., 0]
