@@ -16,7 +16,9 @@ numbers as the portable kernels, spelled for how XLA:CPU fuses (each trick below
 * A reshape inside a fusion, or a gather sharing the logits with a convert, makes XLA write the
   converted logits out: those reads go through an optimization barrier.
 * Integer-label cross-entropy: forward-only calls shift by the label's logit (one pass, no max)
-  under a `lax.cond` that falls back to the maximum when a row would overflow; with a gradient,
+  under a `lax.cond` that falls back to the maximum when a row would overflow, and sum the row
+  in pieces without the 0/1 label weight, reading only the label's piece again with it (the
+  weight's float arithmetic on every element cost more than the exp it masks); with a gradient,
   `exp(x − m)` is written once and scaled in place by the backward pass (one exp pass), except
   for large bf16/f16 logits, where recomputing it from the narrow logits moves fewer bytes.
 
@@ -55,6 +57,13 @@ class CpuConfig:
     #: Labels index a float32 iota (`not_label`), exact below this many classes; larger
     #: vocabularies take the portable kernel.
     max_float_index: int = 2**24
+    #: The off-label sum of forward-only CE cuts rows into pieces of at most this length (a
+    #: divisor of the row), at least `label_pieces` of them and none shorter than
+    #: `label_piece_min`; the 0/1 weight then runs only on the label's piece. The gathered label
+    #: pieces and the per-piece sums are its scratch (about 2·√K numbers a row at 256).
+    label_piece: int = 256
+    label_pieces: int = 8
+    label_piece_min: int = 64
 
 
 CONFIG = CpuConfig()
@@ -146,22 +155,47 @@ def not_label(shape: tuple, y: Array, offset: Array | int = 0, one: Array | floa
     return jnp.minimum(jnp.abs(j - y), one)
 
 
-def _sum_exp_off_label(cfg: CpuConfig, x: Array, m: Array, y: Array) -> Array:
-    """Σ_{j ≠ y} exp(x_j − m) per row in m's dtype, [..., 1]; long rows are cut into pieces."""
-    k = x.shape[-1]
+def _label_piece(k: int, cfg: CpuConfig) -> int | None:
+    """The length of the pieces a row of `k` is cut into for the off-label sum, or None (the row
+    is summed whole). The longest divisor of `k` of at most `label_piece` that leaves at least
+    `label_pieces` pieces and is no shorter than `label_piece_min`; failing that, rows longer
+    than `max_row` are cut as the other sums cut them."""
+    top = min(cfg.label_piece, k // cfg.label_pieces)
+    for piece in range(top, cfg.label_piece_min - 1, -1):
+        if k % piece == 0:
+            return piece
     g = _sub_rows(k, cfg)
-    if g == 1:
-        return jnp.sum(jnp.exp(x.astype(m.dtype) - m) * not_label(x.shape, y), -1, keepdims=True)
-    lead, piece = x.shape[:-1], k // g
+    return k // g if g > 1 else None
+
+
+def _sum_exp_off_label(cfg: CpuConfig, x: Array, m: Array, y: Array) -> Array:
+    """Σ_{j ≠ y} exp(x_j − m) per row in m's dtype, [..., 1], for int labels `y` [..., 1].
+
+    The row is cut into pieces whose plain sums of exp (no weight) are added up, skipping the
+    label's piece; that piece alone is read again, gathered, and summed with the exact 0/1
+    weight, whose arithmetic then runs on one piece per row instead of on every element.
+    """
+    piece = _label_piece(x.shape[-1], cfg)
+    if piece is None:
+        weight = not_label(x.shape, y.astype(jnp.float32))
+        return jnp.sum(jnp.exp(x.astype(m.dtype) - m) * weight, -1, keepdims=True)
+    g = x.shape[-1] // piece
+    m1, y1 = m.reshape((-1, 1)), y.reshape((-1, 1))
+    n = m1.shape[0]
+    # Each read of the logits goes through its own barrier (sharing one, XLA writes out the
+    # converted bf16 logits).
     xs = jax.lax.optimization_barrier(x.reshape((-1, piece))).astype(m.dtype)
-    ms = jnp.repeat(m.reshape((-1, 1)), g, axis=0)
-    ys = jnp.repeat(y.reshape((-1, 1)), g, axis=0)
-    starts = jnp.tile(jnp.arange(g, dtype=jnp.float32) * piece, xs.shape[0] // g)[:, None]
-    total = jnp.sum(jnp.exp(xs - ms) * not_label(xs.shape, ys, starts), -1)
-    return total.reshape((*lead, g)).sum(-1, keepdims=True)
+    sums = jnp.sum(jnp.exp(xs - jnp.repeat(m1, g, axis=0)), -1).reshape((n, g))
+    home = y1 // piece
+    others = jnp.sum(jnp.where(jnp.arange(g)[None, :] == home, 0.0, sums), -1, keepdims=True)
+    start = home[:, 0] + g * jnp.arange(n, dtype=home.dtype)
+    own = jax.lax.optimization_barrier(x).reshape((-1, piece))[start].astype(m.dtype)
+    weight = not_label(own.shape, (y1 - home * piece).astype(jnp.float32))
+    total = others + jnp.sum(jnp.exp(own - m1) * weight, -1, keepdims=True)
+    return total.reshape(m.shape)
 
 
-def _shift_and_sum(cfg: CpuConfig, xm: Array, x_y: Array, yf: Array, rows: Array, cdt: Any):
+def _shift_and_sum(cfg: CpuConfig, xm: Array, x_y: Array, y: Array, rows: Array, cdt: Any):
     """(shift, Σ_{j≠y} exp(x_j − shift)) per row, in one pass over the logits where possible.
 
     The label's own logit is tried as the shift first: no max pass, and the label's term is
@@ -169,12 +203,12 @@ def _shift_and_sum(cfg: CpuConfig, xm: Array, x_y: Array, yf: Array, rows: Array
     a non-finite label logit), the whole batch falls back to the row maximum, in a `lax.cond`
     whose outputs are per-row numbers only.
     """
-    r = _sum_exp_off_label(cfg, xm, x_y, yf)
+    r = _sum_exp_off_label(cfg, xm, x_y, y)
     ok = jnp.all(jnp.isfinite(x_y)) & jnp.all((r < cfg.label_shift_max_sum) | ~rows[..., None])
 
     def by_max():
         m = max_shift(xm, cdt)
-        return m, _sum_exp_off_label(cfg, xm, m, yf)
+        return m, _sum_exp_off_label(cfg, xm, m, y)
 
     return jax.lax.cond(ok, lambda: (x_y, r), by_max)
 
@@ -231,8 +265,8 @@ def label_stats(cfg: CpuConfig, xm: Array, y: Array, rows: Array, keep_exp: bool
     size = _size(xm)
     if size is not None and size <= cfg.label_shift_min_size:
         m = max_shift(xm, cdt)
-        return m, x_y, _sum_exp_off_label(cfg, xm, m, yf), None
-    m, r = _shift_and_sum(cfg, xm, x_y, yf, rows, cdt)
+        return m, x_y, _sum_exp_off_label(cfg, xm, m, y), None
+    m, r = _shift_and_sum(cfg, xm, x_y, y, rows, cdt)
     return m, x_y, r, None
 
 

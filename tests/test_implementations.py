@@ -23,7 +23,7 @@ import pytest
 from jax._src.ad_checkpoint import saved_residuals
 
 import jaxloss
-from jaxloss import _impl
+from jaxloss import _impl, _xla_cpu
 from jaxloss._xla_cpu import CpuConfig
 from tests import reference as ref
 
@@ -186,6 +186,31 @@ def test_integer_label_paths_agree_with_float64(impl, dtype, far):
     np.testing.assert_allclose(np.asarray(g, np.float64), p, atol=tol * np.abs(p).max())
     if dtype == jnp.float32:  # the confident row's true-class entry, exact to rounding
         np.testing.assert_allclose(float(g[4, y[4]]), p[4, y[4]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("far", [False, True])
+def test_off_label_sum_in_pieces_with_the_label_anywhere(dtype, far):
+    # XLA:CPU's forward sums each piece of a row without a weight and reads the label's piece
+    # again with it. Pieces of 3 over 12 classes, one row per label position: first, middle and
+    # last entry of the first, a middle and the last piece. `far` makes a row overflow the label
+    # shift, so the batch takes the max-shift branch, which sums in pieces too.
+    cfg = CpuConfig(label_piece=3, label_pieces=2, label_piece_min=3, label_shift_min_size=0)
+    assert _xla_cpu._label_piece(12, cfg) == 3
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(12, 12)) * 4
+    y = np.arange(12)
+    x[7, 7] = x[7].max() + 20.0  # a confident row: its loss ≈ 2e-9 must survive
+    if far:
+        x[2, 5] = x[2, 2] + 90.0
+    x = jnp.asarray(x, dtype)
+    x64 = np.asarray(x.astype(jnp.float32), np.float64)
+    others = np.exp(x64 - x64[y, y][:, None])
+    others[y, y] = 0.0
+    keep = np.arange(12) != 4
+    with _impl.implementation("xla_cpu", cfg):
+        got = jax.jit(jaxloss.cross_entropy)(x, jnp.asarray(y), where=jnp.asarray(keep))
+    np.testing.assert_allclose(got, np.where(keep, np.log1p(others.sum(-1)), 0.0), rtol=2e-6)
 
 
 @impls
