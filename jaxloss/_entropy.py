@@ -196,9 +196,10 @@ def _softmax_entropy_rows_jvp(fused_rows, primals, tangents):
     # ∂H/∂x_j = −p_j (log p_j + H). Autodiff of −Σ p log p reaches the same value through
     # terms that cancel for a confident row (45% off at logits [20, 0]); this form does not:
     # log p_max = −log1p(r) and H are both small and are added, not subtracted.
+    # Short rows on a GPU keep the fused max-then-sums statistics here too (H100, 128×10 bf16
+    # value_and_grad: 3.0·B in 2 kernels, against 7.8·B in 3 with the one-pass statistics).
     (x,), (tx,) = primals, tangents
-    del fused_rows  # with a gradient, the one-pass statistics (see `_softmax.row_stats`)
-    _, live, safe = _log_probs(x, False)
+    _, live, safe = _log_probs(x, fused_rows)
     h = _entropy_of(live, safe)
     g = jnp.where(live, -jnp.exp(safe) * (safe + h[..., None]), jnp.zeros_like(safe))
     return h, jnp.sum(g * jnp.where(live, tx, jnp.zeros_like(tx)), axis=-1)
