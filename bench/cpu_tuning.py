@@ -61,10 +61,12 @@ ROWS = (
         for b, k in ((128, 10), (256, 64), (128, 1000))
     ),
     *(
-        Row(f"label_piece@{b}x{k}:{dt}", f"off-label sum in pieces vs weighting every element, {b}x{k}",
-            (b, k), dt, "forward", "cross_entropy", ("xla_cpu", CONFIG),
+        Row(f"label_piece@{b}x{k}:{dt}",
+            f"off-label sum in pieces vs weighting every element, {b}x{k}", (b, k), dt,
+            "forward", "cross_entropy", ("xla_cpu", CONFIG),
             ("xla_cpu", dataclasses.replace(CONFIG, label_piece_min=2**40)))
-        for b, k, dt in ((4096, 32000, "float32"), (4096, 32000, "bfloat16"), (1024, 1000, "float32"))
+        for b, k, dt in ((4096, 32000, "float32"), (4096, 32000, "bfloat16"),
+                         (1024, 1000, "float32"))
     ),
     *(
         Row(f"kernel:{fn}:{mode}", f"XLA:CPU kernel vs portable, {fn} {mode}", (4096, 32000),
