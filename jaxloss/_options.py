@@ -242,6 +242,9 @@ def label_rows(
         lse = m + log_s
         loss = loss + zl * lse**2
         a = a + 2 * zl * lse
+    # A row holding +inf off the label: p_y = 0 and the loss is +inf (its statistics, shifted
+    # by the +inf maximum, are NaN).
+    loss = jnp.where((m == jnp.inf) & (d_y == -jnp.inf) & (c_lab != 0), jnp.inf, loss)
     nan = jnp.full_like(loss, jnp.nan)
     loss = jnp.where(bad, nan, jnp.where(live, loss, 0))
     a = jnp.where(bad, nan, jnp.where(live, a, 0))

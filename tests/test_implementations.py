@@ -81,6 +81,29 @@ def test_infinities(impl):
     np.testing.assert_array_equal(g, [[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
 
 
+@impls
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"z_loss": 1e-4}])
+def test_plus_infinity_off_the_label_gives_an_infinite_loss(impl, options):
+    # p_y = 0 where another class's logit is +inf: the loss is +inf, as jax.nn and Optax give
+    # (the statistics shifted by the +inf maximum are NaN, and gave NaN). A +inf label logit
+    # leaves inf − inf: NaN. 1000 classes, so XLA:CPU's forward sums in pieces.
+    x = np.random.default_rng(4).normal(size=(3, 1000)).astype(np.float32)
+    x[0, 7] = np.inf
+    x[1, 2] = np.inf
+    y = jnp.asarray([1, 2, 3])
+    with _use(impl):
+        loss = jax.jit(lambda x: jaxloss.cross_entropy(x, y, **options))(x)
+        # With a gradient (XLA:CPU's other kernel), rows 0 and 2: +inf + finite.
+        y02 = y[jnp.asarray([0, 2])]
+        value = jax.value_and_grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, y02, **options)))
+        total = value(jnp.asarray(x[[0, 2]]))[0]
+    assert float(loss[0]) == np.inf
+    assert np.isnan(loss[1])
+    want = ref.cross_entropy(np.asarray(x[2:], np.float64), np.asarray(y[2:]), **options)
+    np.testing.assert_allclose(loss[2], want[0], rtol=1e-5)
+    assert float(total) == np.inf
+
+
 # --- exact at any scale ---------------------------------------------------------------------------
 
 
