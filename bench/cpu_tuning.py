@@ -69,6 +69,15 @@ ROWS = (
                          (1024, 1000, "float32"))
     ),
     *(
+        Row(f"tangent_barrier@{fn}:{b}x{k}:{dt}",
+            f"barrier before the recomputed gradient vs none, {fn} {b}x{k}", (b, k), dt,
+            "value_and_grad", fn, ("xla_cpu", CONFIG),
+            ("xla_cpu", dataclasses.replace(CONFIG, tangent_barrier=False)))
+        for fn in ("logsumexp", "softmax_kl_divergence")
+        for b, k, dt in ((1024, 1000, "float32"), (4096, 32000, "float32"),
+                         (4096, 32000, "bfloat16"))
+    ),
+    *(
         Row(f"kernel:{fn}:{mode}", f"XLA:CPU kernel vs portable, {fn} {mode}", (4096, 32000),
             "float32", mode, fn, ("xla_cpu", CONFIG), ("portable", None))
         for fn in ("cross_entropy", "logsumexp")
@@ -83,7 +92,7 @@ def _call(row: Row, pinned: tuple[str, CpuConfig | None]) -> Callable[[], object
     x = jnp.asarray(rng.normal(size=(b, k)) * 3, row.dtype)
     y = jnp.asarray(rng.integers(0, k, size=b), jnp.int32)
     fn = getattr(jaxloss, row.fn)
-    args = (x, y) if row.fn == "cross_entropy" else (x,)
+    args = {"cross_entropy": (x, y), "softmax_kl_divergence": (x, x[::-1])}.get(row.fn, (x,))
 
     def loss(*a):
         return jnp.sum(fn(*a))

@@ -153,8 +153,10 @@ def _with_weights(opts, loss, t_loss, res, aux, tcw):
 def _portable_jvp(opts, x, y, in_range, valid, mask, class_w, tx, tcw):
     loss, res, _, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, _label_out_stats)
     # Checkpointed: the backward pass recomputes exp from the logits; only per-row numbers are
-    # kept, and the logits are read once more and the gradient written once.
-    return _with_weights(opts, loss, jax.checkpoint(_portable_tangent)(res, tx), res, aux, tcw)
+    # kept, and the logits are read once more and the gradient written once. No optimization
+    # barrier, as `_impl.recompute` gives accelerators (this is already their branch).
+    tangent = jax.checkpoint(_portable_tangent, prevent_cse=False)
+    return _with_weights(opts, loss, tangent(res, tx), res, aux, tcw)
 
 
 def _cpu_kernel(cfg, x, keep_exp):

@@ -64,6 +64,10 @@ class CpuConfig:
     label_piece: int = 256
     label_pieces: int = 8
     label_piece_min: int = 64
+    #: A recomputed gradient pass (`_impl.recompute`) keeps the optimization barrier that stops
+    #: XLA from merging it with the forward pass: XLA:CPU's merged kernels were slower
+    #: (`logsumexp` value_and_grad 1.2-1.5x) and kept more scratch.
+    tangent_barrier: bool = True
 
 
 CONFIG = CpuConfig()

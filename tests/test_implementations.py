@@ -12,6 +12,7 @@ recomputing exp, the label marked by scatters rather than the 0/1 weight of smal
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -353,3 +354,19 @@ def test_default_dispatch_costs_no_more_than_the_cpu_kernel():
         return m.temp_size_in_bytes + m.output_size_in_bytes
 
     assert memory("default") <= memory("xla_cpu")
+
+
+def test_xla_cpu_keeps_the_barrier_on_a_recomputed_gradient():
+    # Accelerators let XLA merge the recomputed gradient pass with the forward statistics (one
+    # read of the logits fewer); XLA:CPU's merged kernels keep a second [B, K] float32 buffer
+    # (and ran 1.2-1.5x slower), so its config keeps the optimization barrier.
+    x = jax.ShapeDtypeStruct((1024, 1000), jnp.bfloat16)
+
+    def scratch(config):
+        with _impl.implementation("xla_cpu", config):
+            f = jax.jit(jax.value_and_grad(lambda a: jnp.sum(jaxloss.logsumexp(a))))
+            return f.lower(x).compile().memory_analysis().temp_size_in_bytes
+
+    merged = scratch(dataclasses.replace(CpuConfig(), tangent_barrier=False))
+    kept = scratch(CpuConfig())
+    assert kept <= merged - 1000 * 1000 * 4, (kept, merged)
