@@ -5,7 +5,8 @@ may have an XLA:CPU one (`jaxloss._xla_cpu`) and an XLA:GPU one (`jaxloss._xla_g
 statistics only). `dispatch` picks between them with
 `jax.lax.platform_dependent`, so the choice is made when the program is lowered for a platform,
 not when it is traced: a function jitted here and compiled for a TPU (or exported for several
-platforms) gets the portable kernel. XLA removes the branch that is not taken.
+platforms) gets the portable kernel. XLA removes the branch that is not taken. `recompute` makes
+the same choice for the optimization barrier before a recomputed gradient pass.
 
 Tests pin one implementation with `implementation("portable")`,
 `implementation("xla_cpu", config)` or `implementation("xla_gpu", config)`, which makes

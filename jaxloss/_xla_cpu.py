@@ -65,8 +65,8 @@ class CpuConfig:
     label_pieces: int = 8
     label_piece_min: int = 64
     #: A recomputed gradient pass (`_impl.recompute`) keeps the optimization barrier that stops
-    #: XLA from merging it with the forward pass: XLA:CPU's merged kernels were slower
-    #: (`logsumexp` value_and_grad 1.2-1.5x) and kept more scratch.
+    #: XLA from merging it with the forward pass: XLA:CPU's merged kernels were slower for
+    #: `logsumexp` and kept a second float32 [B, K] buffer.
     tangent_barrier: bool = True
 
 

@@ -359,7 +359,7 @@ def test_default_dispatch_costs_no_more_than_the_cpu_kernel():
 def test_xla_cpu_keeps_the_barrier_on_a_recomputed_gradient():
     # Accelerators let XLA merge the recomputed gradient pass with the forward statistics (one
     # read of the logits fewer); XLA:CPU's merged kernels keep a second [B, K] float32 buffer
-    # (and ran 1.2-1.5x slower), so its config keeps the optimization barrier.
+    # (and ran slower: docs/cpu-tuning.md), so its config keeps the optimization barrier.
     x = jax.ShapeDtypeStruct((1024, 1000), jnp.bfloat16)
 
     def scratch(config):
