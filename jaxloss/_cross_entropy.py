@@ -181,10 +181,10 @@ def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
     kernel = _cpu_kernel(cfg, x, keep_exp)
     loss, res, e0, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, kernel)
     if kernel is _label_out_stats:
-        t_loss = jax.checkpoint(_portable_tangent)(res, tx)
+        t_loss = jax.checkpoint(_portable_tangent, prevent_cse=cfg.tangent_barrier)(res, tx)
     elif e0 is None:
         # Large narrow logits: recompute exp from them; only per-row numbers are kept.
-        t_loss = jax.checkpoint(_cpu_recompute_tangent)(res, tx)
+        t_loss = jax.checkpoint(_cpu_recompute_tangent, prevent_cse=cfg.tangent_barrier)(res, tx)
     else:
         _, y, rows, smooth = res
         # exp(x − m) is already written: the backward pass scales it in place (one exp pass,
