@@ -34,21 +34,59 @@ from jaxloss import _checks
 
 
 def _mul0(c: Array, s: Array) -> Array:
-    """c·s with 0·anything = 0 (an infinite `s` times a zero coefficient is 0, not NaN); a double
-    `where`, so no `0·∞` reaches a derivative either."""
-    zero = c == 0
-    return jnp.where(zero, jnp.zeros_like(c), c * jnp.where(zero, jnp.ones_like(s), s))
+    """c·s with 0·anything = 0 (an infinite or NaN `s` times a zero coefficient is 0, not NaN).
+
+    Only the non-finite `s` is replaced where `c = 0`, so the derivative w.r.t. `c` there is
+    still `s` (a double `where` that zeroed the product lost it: the mixed Hessian of the BCE
+    at a hard label t = 0 was 0), and no `0·∞` reaches a derivative.
+    """
+    lost = (c == 0) & ~jnp.isfinite(s)
+    return c * jnp.where(lost, jnp.zeros_like(s), s)
 
 
+@jax.custom_jvp
 def _softplus_pair(x: Array) -> tuple[Array, Array]:
     """(softplus(x), softplus(−x)) = (−log σ(−x), −log σ(x)), each exact at any |x|."""
     tail = jnp.log1p(jnp.exp(-jnp.abs(x)))
     return jnp.maximum(x, 0) + tail, jnp.maximum(-x, 0) + tail
 
 
+@_softplus_pair.defjvp
+def _softplus_pair_jvp(primals, tangents):
+    # softplus′(±x) = ±σ(±x), stated: at x = 0 autodiff of the pieces gives 0.5 − 0.5 = 0 (JAX
+    # splits `maximum`'s derivative at the tie and takes `abs`'s from the right), which the focal
+    # loss's Hessian differentiates.
+    (x,), (tx,) = primals, tangents
+    return _softplus_pair(x), (jax.nn.sigmoid(x) * tx, -jax.nn.sigmoid(-x) * tx)
+
+
+def _bce_target_slope_impl(x: Array, pw: Array) -> Array:
+    # pw·softplus(−x) − softplus(x) = (pw − 1)·log1p(e^{−|x|}) + pw·max(−x, 0) − max(x, 0): −x
+    # exactly when pw = 1.
+    tail = jnp.log1p(jnp.exp(-jnp.abs(x)))
+    return (pw - 1) * tail + _mul0(pw, jnp.maximum(-x, 0)) - jnp.maximum(x, 0)
+
+
+_bce_target_slope = jax.custom_jvp(_bce_target_slope_impl)
+"""∂ℓ/∂t of the BCE, smooth at x = 0 (its pieces are not: see `_softplus_pair_jvp`)."""
+
+
+def _bce_target_slope_jvp(primals, tangents):
+    x, pw = primals
+    tx, tpw = (None if isinstance(v, SymbolicZero) else v for v in tangents)
+    out = _bce_target_slope_impl(x, pw)
+    terms = []
+    if tx is not None:
+        terms.append(-(pw * jax.nn.sigmoid(-x) + jax.nn.sigmoid(x)) * tx)
+    if tpw is not None:
+        terms.append(_softplus_pair(x)[1] * tpw)
+    return out, _sum_terms(terms, out)
+
+
 def _log_softplus(z: Array) -> Array:
     """log softplus(z), finite where softplus(z) underflows: for z < −20, log log1p(e^z) is
-    z − e^z/2 to O(e^{2z}) (1e-18 relative), so no log 0 at z = −1e4."""
+    z − e^z/2 to O(e^{2z}) (1e-18 relative), so no log 0 at z = −1e4. At the boundary the two
+    branches agree in value and derivative to that order."""
     low = z < -20
     zs = jnp.where(low, jnp.zeros_like(z), z)
     zl = jnp.where(low, z, jnp.full_like(z, -20))
@@ -76,10 +114,7 @@ def _bce_jvp(primals, tangents):
         # ∂ℓ/∂x = (pw·t + 1 − t)·σ(x) − pw·t = (1 − t)·σ(x) − pw·t·σ(−x): two accurate terms.
         terms.append(((1 - t) * jax.nn.sigmoid(x) - (pw * t) * jax.nn.sigmoid(-x)) * tx)
     if tt is not None:
-        # ∂ℓ/∂t = pw·softplus(−x) − softplus(x) = (pw − 1)·log1p(e^{−|x|}) + pw·max(−x, 0) −
-        # max(x, 0): −x exactly when pw = 1.
-        tail = jnp.log1p(jnp.exp(-jnp.abs(x)))
-        terms.append(((pw - 1) * tail + _mul0(pw, jnp.maximum(-x, 0)) - jnp.maximum(x, 0)) * tt)
+        terms.append(_bce_target_slope(x, pw) * tt)
     if tpw is not None:
         terms.append(_mul0(t, _softplus_pair(x)[1]) * tpw)
     return loss, _sum_terms(terms, loss)
@@ -97,6 +132,7 @@ def _sum_terms(terms: list[Array], like: Array) -> Array:
 
 
 _bce.defjvp(_bce_jvp, symbolic_zeros=True)
+_bce_target_slope.defjvp(_bce_target_slope_jvp, symbolic_zeros=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,13 +182,17 @@ def _focal_jvp(gamma, alpha, primals, tangents):
     a_t = _alpha_t(alpha, t)
     terms = []
     if tx is not None:
-        # ∂ℓ/∂x = α_t·[γ·m^γ·(m′/m)·B + m^γ·(σ(x) − t)], with m′/m = (1 − 2t)·σ(x)σ(−x)/m
-        # = (1 − 2t) / ((1 − t)(1 + e^x) + t(1 + e^{−x})): |m′/m| ≤ 1 and never 0/0, so
-        # m^{γ−1}, infinite at p_t = 1 for γ < 1, is never formed.
+        # ∂ℓ/∂x = α_t·[γ·m^γ·(m′/m)·B + m^γ·(σ(x) − t)], with m′/m = (1 − 2t)·σ(x)σ(−x)/m,
+        # formed in logs: log σ(±x) = −softplus(∓x) and log m as above. |m′/m| ≤ 1, never 0/0,
+        # and m^{γ−1}, infinite at p_t = 1 for γ < 1, is never formed. In logs its derivative
+        # (the Hessian's) stays finite where e^{|x|} overflows; only an infinite x has none.
         g = (1 - t) * jax.nn.sigmoid(x) - t * jax.nn.sigmoid(-x)
         if weight is not None:
-            denom = _mul0(1 - t, 1 + jnp.exp(x)) + _mul0(t, 1 + jnp.exp(-x))
-            ratio = (1 - 2 * t) / denom
+            sp_pos, sp_neg = _softplus_pair(x)
+            log_ratio = (-sp_pos - sp_neg) - log_m
+            nan = jnp.isnan(log_ratio)  # ±inf logits: m′/m is 0
+            log_ratio = jnp.where(nan, -jnp.inf, log_ratio)
+            ratio = (1 - 2 * t) * jnp.exp(log_ratio)
             g = _mul0(gamma * weight * ratio, bce) + weight * g
         terms.append(_scaled(a_t, g) * tx)
     if tt is not None:

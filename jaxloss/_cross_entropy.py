@@ -60,6 +60,8 @@ def _label_out_stats(xm: Array, y: Array, rows: Array) -> tuple[Array, Array, Ar
     x_y = jnp.take_along_axis(xm, y, axis=-1).astype(cdt)
     j = lax.broadcasted_iota(y.dtype, xm.shape, xm.ndim - 1)
     m_o, log_s_o = shift_and_log_sum(False, jnp.where(j == y, -jnp.inf, xm))
+    # The loss and gradient do not depend on the shift, so when a Hessian differentiates this
+    # and the label ties the maximum, the split derivative of `maximum` cancels (tested).
     m = jnp.maximum(m_o, x_y)
     s_o = jnp.exp(log_s_o)  # Σ_{j≠y} exp(x_j − m_o)
     r = jnp.where(s_o == 0, jnp.zeros_like(s_o), s_o * jnp.exp(m_o - m))
@@ -94,7 +96,7 @@ def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
         row = (1,) * (xm.ndim - 1) + (k,)
         cw = jnp.ones(row, cdt) if class_w is None else class_w.astype(cdt).reshape(row)
         n_cls = jnp.asarray(k, cdt) if mask is None else jnp.sum(mask, -1, keepdims=True, dtype=cdt)
-        n_cls = jnp.maximum(n_cls, 1)
+        n_cls = jnp.maximum(n_cls, 1)  # a count of the mask's classes: no derivative
         d = xm.astype(cdt) - m
         d = d if mask is None else jnp.where(mask, d, 0)
         # Classes of weight 0 are left out of the value (0·(−inf) would be NaN), not out of the
@@ -285,7 +287,7 @@ def _dense_tangent(poly, x, t, mask, stats, tx, tt):
     if tx is not None:
         # p − [dominant]: the dominant entry's p − 1 by expm1, so it never cancels.
         z = d - finite_log_sum(log_s)
-        top = z > _LOG_DOMINANT
+        top = z > _LOG_DOMINANT  # two formulas of one function: no jump at the boundary
         h = t_sum * jnp.where(top, jnp.expm1(z), jnp.exp(z)) + jnp.where(top, t_sum - tf, -tf)
         if poly:
             # ∂U/∂x_k = p_k·(Σ_j t_j p_j − t_k) = p_k·((Σt − t_k) − U): for a one-hot row the

@@ -95,7 +95,7 @@ def _parts(beta: float, xs: Array, xt: Array, stats: tuple, want_s: bool, want_t
         # log m as a log-sum of two terms; each safe log is 0 off its support, so mask it out.
         ap = jnp.where(live_p, lp + math.log(beta), -jnp.inf)
         aq = jnp.where(live_q, lq + math.log1p(-beta), -jnp.inf)
-        hi = jnp.maximum(ap, aq)
+        hi = jnp.maximum(ap, aq)  # a shift: log m does not depend on it, so a tie's split cancels
         hi = jnp.where(live_m, hi, jnp.zeros_like(hi))
         total = jnp.exp(ap - hi) + jnp.exp(aq - hi)
         lm = jnp.where(live_m, hi + jnp.log(jnp.where(live_m, total, 1)), jnp.zeros_like(hi))

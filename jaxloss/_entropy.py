@@ -20,10 +20,21 @@ from jaxloss import _checks
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
 
 
+@jax.custom_jvp
 def _xlogx(p: Array) -> Array:
     """p·log p with 0·log 0 = 0 and a zero gradient at p = 0; NaN for p < 0."""
     zero = p == 0
     return jnp.where(zero, jnp.zeros_like(p), p * jnp.log(jnp.where(zero, jnp.ones_like(p), p)))
+
+
+@_xlogx.defjvp
+def _xlogx_jvp(primals, tangents):
+    # (p log p)′ = log p + 1, stated: autodiff reaches it as log p + p·(1/p), whose own
+    # derivative 1/p − p/p² is inf − inf where p² underflows (p < 1e-19 in float32).
+    (p,), (tp,) = primals, tangents
+    zero = p == 0
+    slope = jnp.log(jnp.where(zero, jnp.ones_like(p), p)) + 1
+    return _xlogx(p), jnp.where(zero, jnp.zeros_like(p), slope * tp)
 
 
 def _prepare(fn: str, axis: Any, where: Any, reduction: Any, **arrays: Any):

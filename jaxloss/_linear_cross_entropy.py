@@ -15,6 +15,10 @@ Layout of this module:
   shard: each shard reduces its own max / sum / label logit and the shards combine them with
   ``pmax`` / ``psum``; the gradients are combined with ``psum`` (of ``[N/dp, D]`` over the
   vocabulary axis, of ``[D, V/mp]`` over the token axis). The weight is never gathered.
+
+Both rules are ``custom_vjp``s: autodiff never differentiates this module's code, so its
+``maximum``, ``minimum`` and ``clip`` (shifts, block offsets, label indices) have no derivative
+to get wrong at a tie.
 """
 
 from __future__ import annotations

@@ -256,6 +256,7 @@ def label_rows(
     s_row = jnp.where(s_row > 0, s_row, jnp.ones_like(s_row))
     # p_y − 1: by expm1 where p_y is near 1 (no cancellation), by one subtraction elsewhere.
     p_y = jnp.exp(d_y) / s_row
+    # Two formulas of one function: the select's boundary has no jump in value or derivative.
     g_y = a * jnp.where(p_y > 0.5, jnp.expm1(d_y - finite_log_sum(log_s)), p_y - 1.0)
     use = live | bad
     g_y = jnp.where(use, g_y + (a - c_lab), 0)

@@ -45,7 +45,8 @@ def _merge(a: tuple, b: tuple) -> tuple:
     below it. The maximum's own 1 is never added into it, so a confident row keeps every digit
     of its small mass. One exp per merge: the smaller side is rescaled by exp(−|m₁ − m₂|). Equal
     maxima (−inf included) add without an exp, so −inf − −inf never occurs; a NaN maximum fails
-    both comparisons and makes the rest NaN.
+    both comparisons and makes the rest NaN. Never differentiated (`shift_and_log_sum` states
+    its derivative), so `maximum` and `abs` have no tie to split.
     """
     m1, t1 = a
     m2, t2 = b
@@ -123,12 +124,15 @@ def max_and_log_sum(x: Array, fused_rows: bool = False) -> tuple[Array, Array, A
 
 
 def finite_log_sum(log_s: Array) -> Array:
-    """`log_s` with the −inf of an all −inf row replaced by 0, so `d − log_s` stays −inf.
+    """`log_s` with the −inf of an all −inf row replaced by −1, so `d − log_s` stays −inf.
 
-    Every other row has log_s ≥ 0 (its sum includes exp(0) = 1), so this is `max(log_s, 0)`:
+    Every other row has log_s ≥ 0 (its sum includes exp(0) = 1), so this is `max(log_s, −1)`:
     arithmetic, not a select, which XLA:GPU keeps inside its fused row kernel; NaN stays NaN.
+    The bound is below 0 so that the maximum never ties on a real row: a saturated row (every
+    other exp underflows) has log_s = 0 exactly, and JAX splits a maximum's derivative between
+    equal arguments, which halved the gradient through `log_s` there.
     """
-    return jnp.maximum(log_s, 0.0)
+    return jnp.maximum(log_s, -1.0)
 
 
 def _prepare(x: Any, axis: Any, where: Any, fn: str) -> tuple[Array, tuple, Array | None]:

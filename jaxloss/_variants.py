@@ -46,12 +46,18 @@ def _focal_factor_jvp(gamma, primals, tangents):
     # d/dn [q^γ·n] = q^γ + γ·q^{γ−1}·p·n = q^γ·(1 + γ·p·n/q): n/q → 1 as n → 0, so the rule is
     # finite (0 for γ > 0) where autodiff of q^γ would meet ∞·0 (γ < 1). At n = +inf, p·n = 0.
     (n,), (tn,) = primals, tangents
+    # Its tie at n = 0 splits the Hessian's derivative there, where q^γ = 0 (γ > 0) multiplies
+    # every term that depends on n, and γ = 0 has none: the split never shows.
     n = jnp.maximum(n, 0)
     q = -jnp.expm1(-n)
     p = jnp.exp(-n)
-    pos = q > 0
-    finite_n = jnp.where(n < jnp.inf, n, jnp.zeros_like(n))
-    ratio = jnp.where(pos, finite_n / jnp.where(pos, q, jnp.ones_like(q)), jnp.ones_like(q))
+    # n/q = n/(1 − e^{−n}) → 1 + n/2 as n → 0. Below √(12·eps) the series is exact to rounding,
+    # and it keeps the ratio's own derivative finite (1/2) where the quotient's divides by q²,
+    # which underflows on a saturated row (n = 1e-37: 0/0), for the Hessian.
+    small = n < math.sqrt(12 * jnp.finfo(n.dtype).eps)
+    finite_n = jnp.where(small | (n == jnp.inf), jnp.ones_like(n), n)
+    ratio = jnp.where(small, 1 + n / 2, finite_n / jnp.where(small, jnp.ones_like(q), q))
+    ratio = jnp.where(n == jnp.inf, jnp.zeros_like(n), ratio)
     qg = q**gamma
     return qg * n, qg * (1 + gamma * p * ratio) * tn
 

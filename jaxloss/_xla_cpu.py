@@ -23,6 +23,10 @@ numbers as the portable kernels, spelled for how XLA:CPU fuses (each trick below
   for large bf16/f16 logits, where recomputing it from the narrow logits moves fewer bytes.
 
 Every size threshold is a field of `CpuConfig`; tests build other configs to run every path.
+
+The 0/1 indicators asked with `sign` and `min` are piecewise constant, and their derivative is 0
+on both sides of a tie: a Hessian that differentiates them sees the indicator's true derivative
+(tests/test_saturated.py runs the XLA:CPU kernels on rows with tied maxima).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Each case has
 * `make(rng, dtype)`: seeded inputs; the first argument is the one we differentiate;
 * `ref(*args)`: the float64 NumPy reference (tests/reference.py);
 * `plain(*args)`: a plain JAX formula, differentiated by autodiff under x64 as the gradient
-  oracle.
+  oracle;
+* `inputs`: what the first argument is (`logits`, `log_probs`, `probs`, or `binary` for
+  elementwise sigmoid logits), from which `saturated` builds saturated inputs for the case.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Case:
     ref: Callable[..., Any]
     plain: Callable[..., Any]
     elementwise: bool = False  # output has the input's shape (kept in the input dtype)
+    inputs: str = "logits"
 
 
 def _logits(rng, dtype, scale=2.0):
@@ -90,8 +93,8 @@ def _unit(rng, dtype):
 
 
 def _plain_bce(x, t, w=1.0, pw=1.0):
-    s = jax.nn.sigmoid(x)
-    return -w * (pw * t * jnp.log(s) + (1 - t) * jnp.log(1 - s))
+    # log σ(x) by log_sigmoid: the oracle holds at |x| = 1e30 too, where σ(x) rounds to 0.
+    return -w * (pw * t * jax.nn.log_sigmoid(x) + (1 - t) * jax.nn.log_sigmoid(-x))
 
 
 POS_WEIGHT = np.linspace(0.5, 3.0, K)
@@ -104,27 +107,40 @@ def _plain_bce_options(x, t):
 
 
 def _plain_sigmoid_focal(x, t, alpha=0.25, gamma=1.5):
-    s = jax.nn.sigmoid(x)
-    m = (1 - t) * s + t * (1 - s)
-    return (alpha * t + (1 - alpha) * (1 - t)) * m**gamma * _plain_bce(x, t)
+    # (1 − p_t)^γ = exp(γ·log(1 − p_t)), 1 − p_t = (1 − t)·σ(x) + t·σ(−x) summed in logs: at
+    # |x| = 745 in float64 it is subnormal, and autodiff of m^γ there meets ∞·0.
+    with np.errstate(divide="ignore"):
+        log_m = jnp.logaddexp(
+            jnp.log1p(-t) + jax.nn.log_sigmoid(x), jnp.log(t) + jax.nn.log_sigmoid(-x)
+        )
+    return (alpha * t + (1 - alpha) * (1 - t)) * jnp.exp(gamma * log_m) * _plain_bce(x, t)
 
 
 def _xlogx(p):
     return jax.scipy.special.xlogy(p, p)
 
 
+def _plain_kl(la, lb):
+    """Σ a (log a − log b) from log-probabilities; classes with a = 0 (log a = −inf) add 0, by a
+    double where so that no 0·inf reaches a derivative."""
+    live = la > -jnp.inf
+    la, lb = jnp.where(live, la, 0.0), jnp.where(live, lb, 0.0)
+    return jnp.sum(jnp.where(live, jnp.exp(la) * (la - lb), 0.0), -1)
+
+
 def _plain_kd(s, t, temperature, beta):
-    """D_β of softmax(t/T) and softmax(s/T) by plain autodiff-able JAX (no zero probabilities)."""
+    """D_β of softmax(t/T) and softmax(s/T) by plain autodiff-able JAX."""
     lq = _plain_log_softmax(s / temperature)
     lp = _plain_log_softmax(t / temperature)
     if beta == 0.0:
-        return jnp.sum(jnp.exp(lp) * (lp - lq), -1)
+        return _plain_kl(lp, lq)
     if beta == 1.0:
-        return jnp.sum(jnp.exp(lq) * (lq - lp), -1)
-    lm = jnp.logaddexp(lp + jnp.log(beta), lq + jnp.log1p(-beta))
-    return beta * jnp.sum(jnp.exp(lp) * (lp - lm), -1) + (1 - beta) * jnp.sum(
-        jnp.exp(lq) * (lq - lm), -1
-    )
+        return _plain_kl(lq, lp)
+    # log m = log(β p + (1 − β) q); classes outside both supports are left out (double where).
+    live = (lp > -jnp.inf) | (lq > -jnp.inf)
+    lp0, lq0 = jnp.where(live, lp, 0.0), jnp.where(live, lq, 0.0)
+    lm = jnp.where(live, jnp.logaddexp(lp0 + jnp.log(beta), lq0 + jnp.log1p(-beta)), -jnp.inf)
+    return beta * _plain_kl(lp, lm) + (1 - beta) * _plain_kl(lq, lm)
 
 
 def _kd_case(name, temperature, beta):
@@ -143,19 +159,20 @@ CASES = [
     Case("softmax", jaxloss.softmax, lambda r, d: (_logits(r, d),), ref.softmax,
          lambda x: jax.nn.softmax(x, -1), elementwise=True),
     Case("entropy", jaxloss.entropy, lambda r, d: (_probs(r, d),), ref.entropy,
-         lambda p: -jnp.sum(_xlogx(p), -1)),
+         lambda p: -jnp.sum(_xlogx(p), -1), inputs="probs"),
     Case("entropy_bits", lambda p: jaxloss.entropy(p, base=2), lambda r, d: (_probs(r, d),),
-         lambda p: ref.entropy(p, base=2), lambda p: -jnp.sum(_xlogx(p), -1) / jnp.log(2.0)),
+         lambda p: ref.entropy(p, base=2), lambda p: -jnp.sum(_xlogx(p), -1) / jnp.log(2.0),
+         inputs="probs"),
     Case("softmax_entropy", jaxloss.softmax_entropy, lambda r, d: (_logits(r, d),),
          ref.softmax_entropy,
-         lambda x: -jnp.sum(jax.nn.softmax(x, -1) * _plain_log_softmax(x), -1)),
+         lambda x: -_plain_kl(_plain_log_softmax(x), jnp.zeros_like(x))),
     Case("kl_divergence", jaxloss.kl_divergence,
          lambda r, d: (jnp.log(_probs(r, d)), _probs(r, d)), ref.kl_divergence,
-         lambda lq, p: jnp.sum(_xlogx(p) - p * lq, -1)),
+         lambda lq, p: jnp.sum(_xlogx(p) - p * lq, -1), inputs="log_probs"),
     Case("kl_divergence_with_log_targets", jaxloss.kl_divergence_with_log_targets,
          lambda r, d: (jnp.log(_probs(r, d)), jnp.log(_probs(r, d))),
          ref.kl_divergence_with_log_targets,
-         lambda lq, lp: jnp.sum(jnp.exp(lp) * (lp - lq), -1)),
+         lambda lq, lp: jnp.sum(jnp.exp(lp) * (lp - lq), -1), inputs="log_probs"),
     Case("softmax_cross_entropy", jaxloss.softmax_cross_entropy,
          lambda r, d: (_logits(r, d), _probs(r, d)), ref.softmax_cross_entropy,
          lambda x, t: -jnp.sum(t * _plain_log_softmax(x), -1)),
@@ -170,7 +187,7 @@ CASES = [
          lambda x, y: ref.cross_entropy(x, y, **OPTIONS), _plain_ce_options),
     Case("nll_loss", jaxloss.nll_loss,
          lambda r, d: (jnp.log(_probs(r, d)), _labels(r)), ref.nll_loss,
-         lambda lq, y: -jnp.take_along_axis(lq, y[:, None], -1)[:, 0]),
+         lambda lq, y: -jnp.take_along_axis(lq, y[:, None], -1)[:, 0], inputs="log_probs"),
     Case("softmax_focal_loss",
          lambda x, y: jaxloss.softmax_focal_loss(x, y, gamma=2.0, alpha=FOCAL_ALPHA),
          lambda r, d: (_logits(r, d), _labels(r)),
@@ -178,23 +195,109 @@ CASES = [
     Case("poly_loss_cross_entropy", jaxloss.poly_loss_cross_entropy,
          lambda r, d: (_logits(r, d), _probs(r, d)), ref.poly_loss_cross_entropy, _plain_poly),
     Case("smooth_labels", lambda t: jaxloss.smooth_labels(t, 0.1), lambda r, d: (_probs(r, d),),
-         lambda t: ref.smooth_labels(t, 0.1), lambda t: 0.9 * t + 0.1 / K, elementwise=True),
+         lambda t: ref.smooth_labels(t, 0.1), lambda t: 0.9 * t + 0.1 / K, elementwise=True,
+         inputs="probs"),
     Case("sigmoid_binary_cross_entropy", jaxloss.sigmoid_binary_cross_entropy,
          lambda r, d: (_logits(r, d), _unit(r, d)), ref.sigmoid_binary_cross_entropy,
-         _plain_bce),
+         _plain_bce, inputs="binary"),
     Case("binary_cross_entropy_with_logits",
          lambda x, t: jaxloss.binary_cross_entropy_with_logits(
              x, t, weight=ELEMENT_WEIGHT, pos_weight=POS_WEIGHT, label_smoothing=0.1),
          lambda r, d: (_logits(r, d), _unit(r, d)),
          lambda x, t: ref.binary_cross_entropy(x, t * 0.9 + 0.05, ELEMENT_WEIGHT, POS_WEIGHT),
-         _plain_bce_options),
+         _plain_bce_options, inputs="binary"),
     Case("sigmoid_focal_loss",
          lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5),
          lambda r, d: (_logits(r, d), _unit(r, d)),
-         lambda x, t: ref.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5), _plain_sigmoid_focal),
+         lambda x, t: ref.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5), _plain_sigmoid_focal,
+         inputs="binary"),
     _kd_case("softmax_kl_divergence", 1.0, 0.0),
     _kd_case("softmax_kl_divergence_reverse_t2", 2.0, 1.0),
     _kd_case("softmax_kl_divergence_jsd_t3", 3.0, 0.3),
 ]  # fmt: skip
 
 CASE_IDS = [c.name for c in CASES]
+
+
+# ---------------------------------------------------------------------------------------------
+# Saturated inputs (tests/test_saturated.py): rows where every entry but the maximum is so far
+# below it that exp(x_j − m) underflows, where JAX's derivative of `maximum` splits at ties.
+
+# The underflow gap of exp, with the gap just inside it: 87 | 88 in float32, 745 | 746 in float64.
+SATURATED_GAPS = {"float32": (87.0, 88.0), "float64": (745.0, 746.0, 800.0)}
+SATURATED_GAPS["bfloat16"] = SATURATED_GAPS["float16"] = SATURATED_GAPS["float32"]  # f32 inside
+
+
+def saturated_logits(dtype) -> np.ndarray:
+    """[B′, K] float64 rows, exact in `dtype`, the maximum at a different class in each:
+
+    one row per gap (max 0, the rest −gap), one finite entry and −inf elsewhere, ±1e30, and two
+    entries tied at the maximum (5) with the rest beyond the larger gap.
+    """
+    gaps = SATURATED_GAPS[np.dtype(dtype).name]
+    rows = [np.full(K, -g) for g in gaps]
+    rows.append(np.full(K, -np.inf))
+    rows.append(np.full(K, -1e30))
+    rows.append(np.full(K, 5.0 - gaps[-1]))
+    tops = [0.0] * len(gaps) + [3.0, 1e30, 5.0]
+    for i, (row, top) in enumerate(zip(rows, tops, strict=True)):
+        row[i % K] = top
+    rows[-1][(len(rows) + 2) % K] = 5.0
+    return np.stack(rows)
+
+
+def _support(x: np.ndarray) -> np.ndarray:
+    return ~np.isneginf(x)
+
+
+def _saturated_probs(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A target distribution on softmax(x)'s support (no mass on −inf classes)."""
+    t = rng.dirichlet(np.ones(K), size=x.shape[0]) * _support(x)
+    return t / t.sum(-1, keepdims=True)
+
+
+def _saturated_labels(x: np.ndarray) -> np.ndarray:
+    """The maximum's class on even rows and the tie row (the label ties the maximum of the
+    others), the next class on the other odd rows (unless it is −inf)."""
+    n = len(x)
+    y = np.argmax(x, -1)
+    nxt = (y + 1) % K
+    odd = (np.arange(n) % 2 == 1) & (np.arange(n) < n - 1) & _support(x[np.arange(n), nxt])
+    return np.where(odd, nxt, y).astype(np.int32)
+
+
+def saturated(case: Case, dtype, rng: np.random.Generator) -> tuple:
+    """The case's arguments with a saturated first argument of its kind (`Case.inputs`)."""
+    x = saturated_logits(dtype)
+    n = x.shape[0]
+    like = case.make(rng, jnp.float32)[1:]
+    n_rest = len(like)
+    if case.inputs == "binary":
+        # Elementwise: the tie of max(x, 0) at 0, ± the underflow gaps, ±1e30.
+        gaps = SATURATED_GAPS[np.dtype(dtype).name]
+        vals = np.array([0.0, *gaps, *(-g for g in gaps), 1e30, -1e30])
+        first = np.resize(vals, (n, K))
+        # Targets: hard 0 and 1 (where `_mul0`'s zero coefficients are) and soft ones.
+        rest = [np.resize([0.0, 1.0, *rng.uniform(size=5)], (n, K)) for _ in range(n_rest)]
+        return tuple(jnp.asarray(a, dtype) for a in (first, *rest))
+    if case.inputs == "probs":
+        # Confident distributions: one class holds all but 1e-30 per other class (a normal
+        # float32). Exact zeros take the entropy's documented convention, tested on its own.
+        p = np.full((n, K), 1e-30)
+        p[np.arange(n), np.arange(n) % K] = 1.0 - (K - 1) * 1e-30
+        return (jnp.asarray(p, dtype),)
+    first = ref.log_softmax(x) if case.inputs == "log_probs" else x
+    rest = []
+    for arg in like:
+        if jnp.issubdtype(arg.dtype, jnp.integer):
+            rest.append(jnp.asarray(_saturated_labels(x)))
+        elif case.name.startswith("softmax_kl_divergence"):
+            # The teacher's logits: −inf where the student's are, so the KL stays finite.
+            t = np.where(_support(x), rng.normal(size=(n, K)) * 3.0, -np.inf)
+            rest.append(jnp.asarray(t, dtype))
+        elif case.name == "kl_divergence_with_log_targets":
+            with np.errstate(divide="ignore"):
+                rest.append(jnp.asarray(np.log(_saturated_probs(x, rng)), dtype))
+        else:
+            rest.append(jnp.asarray(_saturated_probs(x, rng), dtype))
+    return (jnp.asarray(first, dtype), *rest)

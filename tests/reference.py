@@ -183,19 +183,22 @@ def sigmoid_focal_loss(x, t, alpha=None, gamma=2.0):
     return loss if alpha is None else (alpha * t + (1 - alpha) * (1 - t)) * loss
 
 
-def _kl(a, b):
-    """KL(a‖b) per row with 0·log 0 = 0 (and +inf where a > 0 = b)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sum(np.where(a == 0, 0.0, a * (np.log(a) - np.log(b))), axis=-1)
+def _kl(la, lb):
+    """KL(a‖b) per row from log-probabilities, with 0·log 0 = 0 (and +inf where a > 0 = b).
+
+    In logs, so a probability that underflows (a logit 1e30 below the maximum) keeps its log."""
+    with np.errstate(invalid="ignore"):
+        return np.sum(np.where(la == -np.inf, 0.0, np.exp(la) * (la - lb)), axis=-1)
 
 
 def softmax_kl_divergence(s, t, *, temperature=1.0, beta=0.0, where=None):
     """D_β(p, q) for p = softmax(t/T), q = softmax(s/T): forward KL, reverse KL or JSD_β."""
-    p = softmax(f64(t) / temperature, where)
-    q = softmax(f64(s) / temperature, where)
+    lp = log_softmax(f64(t) / temperature, where)
+    lq = log_softmax(f64(s) / temperature, where)
     if beta == 0.0:
-        return _kl(p, q)
+        return _kl(lp, lq)
     if beta == 1.0:
-        return _kl(q, p)
-    m = beta * p + (1 - beta) * q
-    return beta * _kl(p, m) + (1 - beta) * _kl(q, m)
+        return _kl(lq, lp)
+    with np.errstate(divide="ignore", invalid="ignore"):  # NaN rows stay NaN
+        lm = np.logaddexp(np.log(beta) + lp, np.log1p(-beta) + lq)
+    return beta * _kl(lp, lm) + (1 - beta) * _kl(lq, lm)
