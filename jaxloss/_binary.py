@@ -33,15 +33,20 @@ from jaxloss import _checks
 # Elementwise pieces.
 
 
+@jax.custom_jvp
 def _mul0(c: Array, s: Array) -> Array:
-    """c·s with 0·anything = 0 (an infinite or NaN `s` times a zero coefficient is 0, not NaN).
+    """c·s with 0·anything = 0 (an infinite `s` times a zero coefficient is 0, not NaN)."""
+    zero = c == 0
+    return jnp.where(zero, jnp.zeros_like(c), c * jnp.where(zero, jnp.ones_like(s), s))
 
-    Only the non-finite `s` is replaced where `c = 0`, so the derivative w.r.t. `c` there is
-    still `s` (a double `where` that zeroed the product lost it: the mixed Hessian of the BCE
-    at a hard label t = 0 was 0), and no `0·∞` reaches a derivative.
-    """
+
+@_mul0.defjvp
+def _mul0_jvp(primals, tangents):
+    # d(c·s) = s·dc + c·ds, with s's non-finite values taken as 0 where c = 0: autodiff of the
+    # double `where` gave ∂/∂c = 0 at c = 0 (a hard label's mixed Hessian: 0 where it is s).
+    (c, s), (tc, ts) = primals, tangents
     lost = (c == 0) & ~jnp.isfinite(s)
-    return c * jnp.where(lost, jnp.zeros_like(s), s)
+    return _mul0(c, s), jnp.where(lost, jnp.zeros_like(s), s) * tc + _mul0(c, ts)
 
 
 @jax.custom_jvp
@@ -144,9 +149,7 @@ _bce_target_slope.defjvp(_bce_target_slope_jvp, symbolic_zeros=True)
 def _focal_parts(gamma: float, x: Array, t: Array):
     sp_pos, sp_neg = _softplus_pair(x)
     bce = _mul0(t, sp_neg) + _mul0(1 - t, sp_pos)
-    # log m from the log-sigmoids: hard labels give −softplus(±x) exactly, never log of an
-    # underflowed m, so m^γ = exp(γ·log m) is right for γ < 1 where m itself is subnormal or 0.
-    log_m = jnp.logaddexp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
+    log_m = _log_m(t, sp_pos, sp_neg)
     if gamma == 0:
         weight = None  # exactly the cross-entropy
     elif float(gamma).is_integer() and gamma <= 8:
@@ -156,6 +159,49 @@ def _focal_parts(gamma: float, x: Array, t: Array):
     else:
         weight = jnp.exp(gamma * log_m)
     return bce, log_m, weight
+
+
+def _log_m(t: Array, sp_pos: Array, sp_neg: Array) -> Array:
+    """log m, m = 1 − p_t = (1 − t)·σ(x) + t·σ(−x), from the log-sigmoids: hard labels give
+    −softplus(±x) exactly, never log of an underflowed m, so m^γ = exp(γ·log m) is right for
+    γ < 1 where m itself is subnormal or 0."""
+    return jnp.logaddexp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
+
+
+def _focal_ratio_impl(x: Array, t: Array) -> Array:
+    """m′/m = (1 − 2t)·σ(x)σ(−x)/m = (1 − 2t) / D, D = (1 − t)(1 + e^x) + t(1 + e^{−x}):
+    |m′/m| ≤ 1 and never 0/0, and m^{γ−1}, infinite at p_t = 1 for γ < 1, is never formed."""
+    denom = _mul0(1 - t, 1 + jnp.exp(x)) + _mul0(t, 1 + jnp.exp(-x))
+    return (1 - 2 * t) / denom
+
+
+_focal_ratio = jax.custom_jvp(_focal_ratio_impl)
+
+
+def _focal_ratio_jvp(primals, tangents):
+    # Only a Hessian differentiates this. Autodiff of (1 − 2t)/D divides by D², inf/inf where
+    # e^{|x|} overflows; stated with every quotient by m in logs instead (finite x only):
+    # ∂/∂x = −ratio·(a·σ(x) − b·σ(−x)), a = (1 − t)σ(x)/m, b = tσ(−x)/m;
+    # ∂/∂t = −2/D − ratio·(σ(−x)² − σ(x)²)/m, with 1/D = σ(x)σ(−x)/m.
+    x, t = primals
+    tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents)
+    ratio = _focal_ratio_impl(x, t)
+    sp_pos, sp_neg = _softplus_pair(x)  # −log σ(−x), −log σ(x)
+    log_m = _log_m(t, sp_pos, sp_neg)
+    terms = []
+    if tx is not None:
+        a = jnp.exp(jnp.log1p(-t) - sp_neg - log_m)
+        b = jnp.exp(jnp.log(t) - sp_pos - log_m)
+        terms.append(-ratio * (a * jax.nn.sigmoid(x) - b * jax.nn.sigmoid(-x)) * tx)
+    if tt is not None:
+        # Infinite where e^{|x|} overflows at a hard label: the true slope is beyond the float.
+        inv_d = jnp.exp(-sp_pos - sp_neg - log_m)
+        sq = jnp.exp(-2 * sp_pos - log_m) - jnp.exp(-2 * sp_neg - log_m)
+        terms.append((-2 * inv_d - ratio * sq) * tt)
+    return ratio, _sum_terms(terms, ratio)
+
+
+_focal_ratio.defjvp(_focal_ratio_jvp, symbolic_zeros=True)
 
 
 def _alpha_t(alpha: float | None, t: Array) -> Array | None:
@@ -182,18 +228,10 @@ def _focal_jvp(gamma, alpha, primals, tangents):
     a_t = _alpha_t(alpha, t)
     terms = []
     if tx is not None:
-        # ∂ℓ/∂x = α_t·[γ·m^γ·(m′/m)·B + m^γ·(σ(x) − t)], with m′/m = (1 − 2t)·σ(x)σ(−x)/m,
-        # formed in logs: log σ(±x) = −softplus(∓x) and log m as above. |m′/m| ≤ 1, never 0/0,
-        # and m^{γ−1}, infinite at p_t = 1 for γ < 1, is never formed. In logs its derivative
-        # (the Hessian's) stays finite where e^{|x|} overflows; only an infinite x has none.
+        # ∂ℓ/∂x = α_t·[γ·m^γ·(m′/m)·B + m^γ·(σ(x) − t)], m′/m by `_focal_ratio`.
         g = (1 - t) * jax.nn.sigmoid(x) - t * jax.nn.sigmoid(-x)
         if weight is not None:
-            sp_pos, sp_neg = _softplus_pair(x)
-            log_ratio = (-sp_pos - sp_neg) - log_m
-            nan = jnp.isnan(log_ratio)  # ±inf logits: m′/m is 0
-            log_ratio = jnp.where(nan, -jnp.inf, log_ratio)
-            ratio = (1 - 2 * t) * jnp.exp(log_ratio)
-            g = _mul0(gamma * weight * ratio, bce) + weight * g
+            g = _mul0(gamma * weight * _focal_ratio(x, t), bce) + weight * g
         terms.append(_scaled(a_t, g) * tx)
     if tt is not None:
         # ∂ℓ/∂t = α_t·[γ·m^γ·(B/m)·(σ(−x) − σ(x)) − m^γ·x] + (2α − 1)·m^γ·B, with
@@ -239,10 +277,14 @@ def _numeric(value: Any, name: str, fn: str) -> Array:
     return value
 
 
-def _prepare(fn: str, logits: Any, labels: Any, where: Any, **options: Any):
+def _prepare(fn: str, logits: Any, labels: Any, where: Any, same_shape: bool = False, **options):
     """(x, t, mask, options, cdt): logits and labels broadcast together in the compute dtype;
     each array option (None stays None) checked to broadcast to that shape without enlarging
-    it, and given its rank; `mask` the broadcast boolean `where` or None."""
+    it, and given its rank; `mask` the broadcast boolean `where` or None.
+
+    `labels` may broadcast to the logits' shape (Optax's rule) but never enlarge it: `[N, 1]`
+    logits against `[N]` labels would otherwise give an `[N, N]` loss, silently. With
+    `same_shape` (PyTorch's rule) the shapes must be equal."""
     _checks.check_floating(logits, "logits", fn)
     logits = jnp.asarray(logits)
     labels = _numeric(labels, "labels", fn)
@@ -253,6 +295,19 @@ def _prepare(fn: str, logits: Any, labels: Any, where: Any, **options: Any):
             f"{fn}: `logits` with shape {logits.shape} and `labels` with shape {labels.shape} "
             "do not broadcast together."
         ) from None
+    if shape != logits.shape or (same_shape and labels.shape != logits.shape):
+        hint = ""
+        if logits.shape[-1:] == (1,) and labels.shape == logits.shape[:-1]:
+            hint = (
+                " A one-output head gives [N, 1] logits: squeeze them (`logits[..., 0]`) or "
+                "give the labels the same trailing axis (`labels[..., None]`)."
+            )
+        rule = "the same shape as" if same_shape else "a shape that broadcasts to"
+        grown = f", which would give a loss of shape {shape}" if shape != logits.shape else ""
+        raise ValueError(
+            f"{fn}: `labels` must have {rule} `logits`; got logits {logits.shape} and labels "
+            f"{labels.shape}{grown}.{hint}"
+        )
     cdt = _checks.compute_dtype(logits.dtype)
     x = jnp.broadcast_to(logits.astype(cdt), shape)
     t = jnp.broadcast_to(labels.astype(cdt), shape)
@@ -327,9 +382,10 @@ def sigmoid_binary_cross_entropy(
 
     Args:
         logits: ``[...]`` logits, floating dtype.
-        labels: probabilities of the positive class, in ``[0, 1]``, broadcastable with
-            ``logits``; integer or bool labels are converted to the logits' float type (as
-            Optax does).
+        labels: probabilities of the positive class, in ``[0, 1]``, of a shape that broadcasts
+            to ``logits``' (never enlarging it: ``[N, 1]`` logits with ``[N]`` labels is an
+            error); integer or bool labels are converted to the logits' float type (as Optax
+            does).
         where: optional boolean mask broadcastable to the loss's shape: masked elements give
             loss 0 and gradient 0 whatever their inputs, and leave the ``"mean"`` count.
         reduction: ``"none"`` (the default: one loss per element, as Optax returns), ``"sum"``,
@@ -389,8 +445,8 @@ def binary_cross_entropy_with_logits(
 
     Args:
         logits: ``[...]`` logits, floating dtype.
-        labels: probabilities of the positive class, broadcastable with ``logits`` (integer or
-            bool labels are converted).
+        labels: probabilities of the positive class, of ``logits``' shape (PyTorch's rule;
+            ``weight`` and ``pos_weight`` broadcast); integer or bool labels are converted.
         where: optional boolean mask broadcastable to the loss's shape: masked elements give
             loss 0 and gradient 0 whatever their inputs, and leave the ``"mean"`` count.
         weight: optional rescaling of each element's loss, broadcastable to the loss's shape
@@ -436,7 +492,9 @@ def binary_cross_entropy_with_logits(
     fn = "binary_cross_entropy_with_logits"
     _checks.check_reduction(reduction, fn)
     eps = _checks.static_number(label_smoothing, "label_smoothing", fn, low=0.0, high=1.0)
-    x, t, mask, opts, _ = _prepare(fn, logits, labels, where, weight=weight, pos_weight=pos_weight)
+    x, t, mask, opts, _ = _prepare(
+        fn, logits, labels, where, same_shape=True, weight=weight, pos_weight=pos_weight
+    )
     w, pw = opts["weight"], opts["pos_weight"]
     if eps:
         t = t * (1 - eps) + eps / 2
@@ -472,8 +530,9 @@ def sigmoid_focal_loss(
 
     Args:
         logits: ``[...]`` logits, floating dtype.
-        labels: probabilities of the positive class in ``[0, 1]`` (hard or soft),
-            broadcastable with ``logits``; integer or bool labels are converted.
+        labels: probabilities of the positive class in ``[0, 1]`` (hard or soft), of a shape
+            that broadcasts to ``logits``' (never enlarging it); integer or bool labels are
+            converted.
         where: optional boolean mask broadcastable to the loss's shape: masked elements give
             loss 0 and gradient 0 whatever their inputs, and leave the ``"mean"`` count.
         alpha: optional weight α in ``[0, 1]`` of the positive term (``α_t = α·t + (1 − α)(1 −

@@ -412,6 +412,7 @@ def test_int_weights_and_lists_are_accepted():
     np.testing.assert_allclose(got, want, rtol=1e-7)
 
 
+@pytest.mark.slow  # Hessians
 @pytest.mark.parametrize("name", list(FNS))
 def test_jit_vmap_jvp_and_hessian(name):
     f, x, t = FNS[name], _x(), _soft()
@@ -503,3 +504,34 @@ def test_option_errors():
     _raises(ValueError, r"sigmoid_focal_loss: `alpha` must be a finite number in \[0, 1\]",
             FOCAL, X, T, alpha=1.5)  # fmt: skip
     _raises(ValueError, r"`gamma` must be a finite number", FOCAL, X, T, gamma=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        jaxloss.binary_cross_entropy_with_logits,
+        jaxloss.sigmoid_binary_cross_entropy,
+        jaxloss.sigmoid_focal_loss,
+    ],
+)
+def test_a_one_output_head_against_flat_labels_is_an_error(fn):
+    # [N, 1] logits (a Dense(1) head) with [N] labels broadcast to an [N, N] loss, silently
+    # (the mean was 0.701 where the loss is 0.746). PyTorch raises; so do we, naming the fix.
+    x, y = jnp.zeros((5, 1)), jnp.ones(5)
+    with pytest.raises(ValueError, match=r"\(5, 1\).*\(5,\).*\(5, 5\).*logits\[\.\.\., 0\]"):
+        fn(x, y)
+    # Either fix works and gives N losses.
+    assert fn(x[..., 0], y).shape == (5,)
+    assert fn(x, y[:, None]).shape == (5, 1)
+
+
+def test_broadcast_labels_follow_each_library():
+    x, y = jnp.zeros((4, 3)), jnp.array([0.0, 1.0, 1.0])
+    # Optax's names keep Optax's broadcasting of the labels to the logits' shape...
+    assert jaxloss.sigmoid_binary_cross_entropy(x, y).shape == (4, 3)
+    assert jaxloss.sigmoid_focal_loss(x, y).shape == (4, 3)
+    # ...PyTorch's name keeps PyTorch's rule: the same shape (weights still broadcast).
+    with pytest.raises(ValueError, match="same shape as `logits`"):
+        jaxloss.binary_cross_entropy_with_logits(x, y)
+    out = jaxloss.binary_cross_entropy_with_logits(x, jnp.broadcast_to(y, (4, 3)), pos_weight=y)
+    assert out.shape == (4, 3)
