@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install docs bench bench-quick aot-env bench-aot
+.PHONY: demo test test-slow test-all lint install docs bench bench-quick aot-env bench-aot
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,9 +22,18 @@ lint: $(STAMP)
 	$(BIN)/pyright jaxloss
 
 # Tests in parallel over the machine's cores (pytest-xdist); the AOT compiles stay on one worker.
+# `make test`: the fast tier (every public function on every kernel, options, edges, errors,
+# parity, doctests), minutes. `make test-all`: everything, the slow tier too (AOT compiles,
+# sharding, export, Hessians, f16, the docs site, the example); CI runs it.
 PYTEST_WORKERS ?= auto
+PYTEST := $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 test: lint
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(PYTEST) -m "not slow"
+
+test-slow: $(STAMP)
+	$(PYTEST) -m slow
+
+test-all: test test-slow
 
 # The printed tour, then a short MNIST run (Fashion-MNIST or scikit-learn's digits offline).
 demo: $(STAMP)

@@ -6,6 +6,9 @@ Each case has
 * `ref(*args)`: the float64 NumPy reference (tests/reference.py);
 * `plain(*args)`: a plain JAX formula, differentiated by autodiff under x64 as the gradient
   oracle;
+* `kernels`: the implementations whose programs for this case differ (`tests/test_matrix.py`
+  checks the jaxprs): the tests run each of them and no other, so no test compiles a program
+  another one already compiled;
 * `inputs`: what the first argument is (`logits`, `log_probs`, `probs`, or `binary` for
   elementwise sigmoid logits), from which `saturated` builds saturated inputs for the case.
 """
@@ -35,6 +38,11 @@ class Case:
     plain: Callable[..., Any]
     elementwise: bool = False  # output has the input's shape (kept in the input dtype)
     inputs: str = "logits"
+    kernels: tuple[str, ...] = ("portable", "xla_cpu", "xla_cpu_cut")
+
+
+# Cases that dispatch no kernel: one program whatever implementation is pinned.
+NO_KERNEL = ("portable",)
 
 
 def _logits(rng, dtype, scale=2.0):
@@ -159,20 +167,22 @@ CASES = [
     Case("softmax", jaxloss.softmax, lambda r, d: (_logits(r, d),), ref.softmax,
          lambda x: jax.nn.softmax(x, -1), elementwise=True),
     Case("entropy", jaxloss.entropy, lambda r, d: (_probs(r, d),), ref.entropy,
-         lambda p: -jnp.sum(_xlogx(p), -1), inputs="probs"),
+         lambda p: -jnp.sum(_xlogx(p), -1), inputs="probs", kernels=NO_KERNEL),
     Case("entropy_bits", lambda p: jaxloss.entropy(p, base=2), lambda r, d: (_probs(r, d),),
          lambda p: ref.entropy(p, base=2), lambda p: -jnp.sum(_xlogx(p), -1) / jnp.log(2.0),
-         inputs="probs"),
+         inputs="probs", kernels=NO_KERNEL),
     Case("softmax_entropy", jaxloss.softmax_entropy, lambda r, d: (_logits(r, d),),
          ref.softmax_entropy,
-         lambda x: -_plain_kl(_plain_log_softmax(x), jnp.zeros_like(x))),
+         lambda x: -_plain_kl(_plain_log_softmax(x), jnp.zeros_like(x)),
+         kernels=("portable", "xla_cpu", "xla_cpu_cut", "xla_gpu")),
     Case("kl_divergence", jaxloss.kl_divergence,
          lambda r, d: (jnp.log(_probs(r, d)), _probs(r, d)), ref.kl_divergence,
-         lambda lq, p: jnp.sum(_xlogx(p) - p * lq, -1), inputs="log_probs"),
+         lambda lq, p: jnp.sum(_xlogx(p) - p * lq, -1), inputs="log_probs", kernels=NO_KERNEL),
     Case("kl_divergence_with_log_targets", jaxloss.kl_divergence_with_log_targets,
          lambda r, d: (jnp.log(_probs(r, d)), jnp.log(_probs(r, d))),
          ref.kl_divergence_with_log_targets,
-         lambda lq, lp: jnp.sum(jnp.exp(lp) * (lp - lq), -1), inputs="log_probs"),
+         lambda lq, lp: jnp.sum(jnp.exp(lp) * (lp - lq), -1), inputs="log_probs",
+         kernels=NO_KERNEL),
     Case("softmax_cross_entropy", jaxloss.softmax_cross_entropy,
          lambda r, d: (_logits(r, d), _probs(r, d)), ref.softmax_cross_entropy,
          lambda x, t: -jnp.sum(t * _plain_log_softmax(x), -1)),
@@ -187,7 +197,8 @@ CASES = [
          lambda x, y: ref.cross_entropy(x, y, **OPTIONS), _plain_ce_options),
     Case("nll_loss", jaxloss.nll_loss,
          lambda r, d: (jnp.log(_probs(r, d)), _labels(r)), ref.nll_loss,
-         lambda lq, y: -jnp.take_along_axis(lq, y[:, None], -1)[:, 0], inputs="log_probs"),
+         lambda lq, y: -jnp.take_along_axis(lq, y[:, None], -1)[:, 0], inputs="log_probs",
+         kernels=NO_KERNEL),
     Case("softmax_focal_loss",
          lambda x, y: jaxloss.softmax_focal_loss(x, y, gamma=2.0, alpha=FOCAL_ALPHA),
          lambda r, d: (_logits(r, d), _labels(r)),
@@ -196,27 +207,34 @@ CASES = [
          lambda r, d: (_logits(r, d), _probs(r, d)), ref.poly_loss_cross_entropy, _plain_poly),
     Case("smooth_labels", lambda t: jaxloss.smooth_labels(t, 0.1), lambda r, d: (_probs(r, d),),
          lambda t: ref.smooth_labels(t, 0.1), lambda t: 0.9 * t + 0.1 / K, elementwise=True,
-         inputs="probs"),
+         inputs="probs", kernels=NO_KERNEL),
     Case("sigmoid_binary_cross_entropy", jaxloss.sigmoid_binary_cross_entropy,
          lambda r, d: (_logits(r, d), _unit(r, d)), ref.sigmoid_binary_cross_entropy,
-         _plain_bce, inputs="binary"),
+         _plain_bce, inputs="binary", kernels=NO_KERNEL),
     Case("binary_cross_entropy_with_logits",
          lambda x, t: jaxloss.binary_cross_entropy_with_logits(
-             x, t, weight=ELEMENT_WEIGHT, pos_weight=POS_WEIGHT, label_smoothing=0.1),
+             # Fresh copies: JAX (0.10.2) reuses its conversion of a NumPy array it has traced
+             # as a constant, by identity, across `jax.enable_x64` contexts, which handed the
+             # float64 test a float32 weight after the kernels guard had traced this case.
+             x, t, weight=np.array(ELEMENT_WEIGHT), pos_weight=np.array(POS_WEIGHT),
+             label_smoothing=0.1),
          lambda r, d: (_logits(r, d), _unit(r, d)),
          lambda x, t: ref.binary_cross_entropy(x, t * 0.9 + 0.05, ELEMENT_WEIGHT, POS_WEIGHT),
-         _plain_bce_options, inputs="binary"),
+         _plain_bce_options, inputs="binary", kernels=NO_KERNEL),
     Case("sigmoid_focal_loss",
          lambda x, t: jaxloss.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5),
          lambda r, d: (_logits(r, d), _unit(r, d)),
          lambda x, t: ref.sigmoid_focal_loss(x, t, alpha=0.25, gamma=1.5), _plain_sigmoid_focal,
-         inputs="binary"),
+         inputs="binary", kernels=NO_KERNEL),
     _kd_case("softmax_kl_divergence", 1.0, 0.0),
     _kd_case("softmax_kl_divergence_reverse_t2", 2.0, 1.0),
     _kd_case("softmax_kl_divergence_jsd_t3", 3.0, 0.3),
 ]  # fmt: skip
 
 CASE_IDS = [c.name for c in CASES]
+# (case, kernel) pairs: each case on each implementation whose program differs.
+CASE_KERNELS = [(c, k) for c in CASES for k in c.kernels]
+CASE_KERNEL_IDS = [f"{c.name}-{k}" for c, k in CASE_KERNELS]
 
 
 # ---------------------------------------------------------------------------------------------

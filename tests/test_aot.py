@@ -44,7 +44,8 @@ import jaxloss
 from bench.aot import NOT_ON_LOGITS
 
 # Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
-pytestmark = pytest.mark.xdist_group("aot")
+# The slow tier (`make test-all`): AOT compiles.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("aot")]
 
 ROOT = Path(__file__).resolve().parents[1]
 AOT_PYTHON = Path(os.environ.get("JAXLOSS_AOT_PYTHON", ROOT / ".venv-aot" / "bin" / "python"))

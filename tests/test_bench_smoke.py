@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 # Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
-pytestmark = pytest.mark.xdist_group("bench_smoke")
+# The slow tier (`make test-all`): a subprocess per check.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_smoke")]
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `bench/` is a top-level folder, not an installed package

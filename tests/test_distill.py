@@ -304,6 +304,7 @@ def test_bf16_inputs_are_computed_in_float32():
     assert kd(sb, jnp.float32(t)).dtype == jnp.float32
 
 
+@pytest.mark.slow  # Hessians
 def test_jit_vmap_jvp_hessian_and_other_axes():
     s, t = _pair(16, shape=(3, 4, K))
     s32, t32 = jnp.float32(s), jnp.float32(t)

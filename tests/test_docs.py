@@ -42,7 +42,20 @@ def _pages() -> list[Path]:
 # --- pages ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", _pages(), ids=lambda p: str(p.relative_to(ROOT)))
+# The fast tier runs the README and the theory's identities; the other pages (the numerics,
+# whose cases tests/test_numerics.py and test_saturated.py run too, training loops, recipes)
+# run in the slow tier.
+FAST_PAGES = {"README.md", "docs/theory.md"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=() if str(p.relative_to(ROOT)) in FAST_PAGES else pytest.mark.slow)
+        for p in _pages()
+    ],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_page_runs(path: Path) -> None:
     page = docs_helpers.parse(path)
     for module in page.requires:

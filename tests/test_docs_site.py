@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 import pytest
 
 # Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
-pytestmark = pytest.mark.xdist_group("docs_site")
+# The slow tier (`make test-all`): the built site in Chromium.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("docs_site")]
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

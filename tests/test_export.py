@@ -15,6 +15,8 @@ from jax import export
 
 import jaxloss
 
+pytestmark = pytest.mark.slow  # `make test-all`: serialisation round trips for several platforms
+
 K = 12
 W = np.linspace(0.5, 2.0, K).astype(np.float32)
 # linear_cross_entropy: [b, K] hidden states times a [K, V] weight.

@@ -44,7 +44,12 @@ def _use(impl: str):
     return contextlib.nullcontext() if pinned is None else _impl.implementation(*pinned)
 
 
-impls = pytest.mark.parametrize("impl", list(IMPLS))
+# `default` is `xla_cpu` on this machine (the branch XLA keeps): each kernel is run pinned, and
+# the dispatch itself has its own tests below (`test_default_dispatch_*`).
+# The XLA:GPU kernel is the portable one except in softmax_entropy (tests/cases.py: `kernels`):
+# it runs in the NaN and ±inf tests (the row statistics), not in the integer-label tests.
+impls = pytest.mark.parametrize("impl", [n for n in IMPLS if n not in ("default", "xla_gpu")])
+impls_gpu = pytest.mark.parametrize("impl", [name for name in IMPLS if name != "default"])
 
 
 def _ce_sum(x, y, **kw):
@@ -54,7 +59,7 @@ def _ce_sum(x, y, **kw):
 # --- NaN in, NaN out; ±inf ------------------------------------------------------------------------
 
 
-@impls
+@impls_gpu
 def test_nan_propagates(impl):
     x = jnp.array([[jnp.nan, 1.0, 0.0], [0.0, 1.0, 2.0]])
     with _use(impl):
@@ -70,7 +75,7 @@ def test_nan_propagates(impl):
     np.testing.assert_allclose(sm[1], ref.softmax(x[1:])[0], rtol=1e-6)
 
 
-@impls
+@impls_gpu
 def test_infinities(impl):
     x = jnp.array([[jnp.inf, 1.0], [-jnp.inf, -jnp.inf], [-jnp.inf, 0.0]])
     with _use(impl):
@@ -241,6 +246,7 @@ def test_off_label_sum_in_pieces_with_the_label_anywhere(dtype, far):
     np.testing.assert_allclose(got, np.where(keep, np.log1p(others.sum(-1)), 0.0), rtol=2e-6)
 
 
+@pytest.mark.slow  # [4, 40000] and longer rows, every path
 @impls
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_rows_longer_than_32k_classes(impl, dtype):
@@ -339,6 +345,18 @@ def test_compiled_scratch_is_small(impl):
         stats = vg.lower(x).compile().memory_analysis()
     assert stats.temp_size_in_bytes <= x.size * 4 * 0.05, stats
     assert stats.output_size_in_bytes <= x.size * 4 + 64, stats
+
+
+def test_default_dispatch_is_the_cpu_kernel_on_a_cpu():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(64, 300)), jnp.float32)
+    y = jnp.asarray(np.arange(64) % 300)
+
+    def value_and_grad(pinned):
+        with _use(pinned):
+            return jax.jit(jax.value_and_grad(lambda x: _ce_sum(x, y, label_smoothing=0.1)))(x)
+
+    for got, want in zip(value_and_grad("default"), value_and_grad("xla_cpu"), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_default_dispatch_costs_no_more_than_the_cpu_kernel():

@@ -17,6 +17,19 @@ from jaxloss._linear_cross_entropy import linear_cross_entropy
 REDUCTIONS = ("none", "sum", "mean", "sum_and_count")
 
 
+def _option_grid(reductions) -> list:
+    """(case, reduction) over every option case and reduction: in the fast tier each case with
+    one reduction and each reduction with several cases (a diagonal); the rest of the grid is
+    marked `slow` (`make test-all`)."""
+    params = []
+    for i, case in enumerate(sorted(CASES)):
+        for j, reduction in enumerate(reductions):
+            slow = j != i % len(reductions)
+            marks = pytest.mark.slow if slow else ()
+            params.append(pytest.param(case, reduction, marks=marks, id=f"{case}-{reduction}"))
+    return params
+
+
 @pytest.fixture(autouse=True)
 def _strict_ranks():
     # A (B, 1) vs (B,) slip inside the kernels would broadcast silently; make it an error.
@@ -192,8 +205,7 @@ def _close(a, b, rtol, atol=0.0):
 
 
 @pytest.mark.usefixtures("small_blocks")
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(("case", "reduction"), _option_grid(REDUCTIONS))
 def test_value_matches_float64_reference(case, reduction):
     # V=37 in blocks of 16 (last block shifted back, overlapping) and 15 tokens in chunks of 4.
     args, kw = make(case)
@@ -214,8 +226,7 @@ def test_value_matches_float64_reference(case, reduction):
         assert got.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("reduction", ["sum_and_count", "none"])
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(("case", "reduction"), _option_grid(["sum_and_count", "none"]))
 def test_summed_forward_pass_gives_same_value(case, reduction):
     """value_and_grad runs the other forward kernel (gradients formed during the sweep)."""
     args, kw = make(case, seed=1)
@@ -247,6 +258,7 @@ def test_uneven_vocabulary_padding_never_enters_lse(monkeypatch, v, block):
     _close(got_sum, want.sum(), 1e-6)
 
 
+@pytest.mark.slow  # a fresh program per drawn shape
 @settings(max_examples=8, deadline=None, derandomize=True)
 @given(
     n=st.integers(1, 20),
@@ -349,8 +361,7 @@ def _grad_args(kw):
 
 
 @pytest.mark.usefixtures("small_blocks")
-@pytest.mark.parametrize("reduction", ["sum", "mean", "none"])
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(("case", "reduction"), _option_grid(["sum", "mean", "none"]))
 def test_gradients_match_float64_autodiff(case, reduction):
     """float64 end to end: the hand-written rules against autodiff of the unfused formula."""
     with jax.enable_x64(True):
@@ -431,6 +442,7 @@ def test_forward_mode_raises_a_clear_error():
         jax.jvp(lambda h: linear_cross_entropy(h, w, y, reduction="sum"), (h,), (h,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reduction", ["sum", "none"])
 def test_forward_over_reverse_hessian_matches_float64(reduction):
     """jacfwd(jacrev(...)) differentiates the rules themselves (plain JAX code): it must be
@@ -459,6 +471,7 @@ def _compiled_memory(fn, *args):
     return m.temp_size_in_bytes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_compiled_memory_is_a_tenth_of_unfused(reduction):
     n, d, v = 2048, 64, 8192
@@ -545,8 +558,7 @@ def test_other_argument_errors():
 # Against the unfused library function
 
 
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(("case", "reduction"), _option_grid(REDUCTIONS))
 def test_matches_unfused_cross_entropy(case, reduction):
     """Same value and gradients as `cross_entropy(hidden @ weight + bias, labels, ...)`."""
     from jaxloss._cross_entropy import cross_entropy

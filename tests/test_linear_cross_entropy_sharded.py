@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 # Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
-pytestmark = pytest.mark.xdist_group("lce_sharded")
+# The slow tier (`make test-all`): a subprocess per check.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lce_sharded")]
 
 HELPER = Path(__file__).with_name("lce_sharded_helper.py")
 

@@ -10,14 +10,50 @@ import numpy as np
 import pytest
 
 import jaxloss
-from tests.cases import CASE_IDS, CASES, Case
-from tests.test_implementations import IMPLS, _use
+from tests.cases import CASE_IDS, CASE_KERNEL_IDS, CASE_KERNELS, CASES, Case
+from tests.test_implementations import _use
 
-# The implementation axis: each kernel pinned. The default dispatch runs the XLA:CPU kernel here;
-# tests/test_implementations.py runs it on the named edge cases.
-impls = pytest.mark.parametrize("impl", [name for name in IMPLS if name != "default"])
+# The implementation axis: each case on each kernel it dispatches (`Case.kernels`), pinned. The
+# default dispatch runs the XLA:CPU kernel here; tests/test_implementations.py runs it on the
+# named edge cases.
+impls = pytest.mark.parametrize(("case", "impl"), CASE_KERNELS, ids=CASE_KERNEL_IDS)
 
-DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
+# float16 is computed as bfloat16 is (in float32 inside): the slow tier runs it.
+DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16,
+          "f16": pytest.param(jnp.float16, marks=pytest.mark.slow)}  # fmt: skip
+
+
+def _programs(case: Case, impl: str) -> list[str]:
+    """The jaxprs a case traces under `impl`: forward (f32 and bf16), value_and_grad, jvp."""
+    args = case.make(np.random.default_rng(0), jnp.float32)
+    narrow = case.make(np.random.default_rng(0), jnp.bfloat16)
+    rest = args[1:]
+
+    def scalar(x0):
+        return jnp.sum(case.fn(x0, *rest))
+
+    with _use(impl):
+        return [
+            str(jax.make_jaxpr(case.fn)(*args)),
+            str(jax.make_jaxpr(case.fn)(*narrow)),
+            str(jax.make_jaxpr(jax.value_and_grad(scalar))(args[0])),
+            str(jax.make_jaxpr(lambda x, t: jax.jvp(scalar, (x,), (t,)))(args[0], args[0])),
+        ]
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_kernels_are_the_implementations_whose_programs_differ(case: Case):
+    # The guard for `Case.kernels`: an implementation is listed exactly when its programs
+    # differ from every one listed before it, so a new kernel path cannot go untested and no
+    # test compiles a program twice.
+    seen = [_programs(case, "portable")]
+    differ = ["portable"]
+    for impl in ("xla_cpu", "xla_cpu_cut", "xla_gpu"):
+        progs = _programs(case, impl)
+        if progs not in seen:
+            differ.append(impl)
+            seen.append(progs)
+    assert tuple(differ) == case.kernels
 
 
 def _rng(case: Case, salt: int = 0) -> np.random.Generator:
@@ -43,10 +79,9 @@ def test_every_public_function_has_a_case():
 
 
 @impls
-@pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_value_against_float64(case: Case, dtype: str, impl: str):
-    args = case.make(_rng(case), DTYPES[dtype])
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+def test_value_against_float64(case: Case, dtype, impl: str):
+    args = case.make(_rng(case), dtype)
     with _use(impl):
         out = case.fn(*args)
     # The reference sees exactly the (possibly rounded) inputs jaxloss saw.
@@ -54,7 +89,7 @@ def test_value_against_float64(case: Case, dtype: str, impl: str):
                           np.asarray(a) for a in args])  # fmt: skip
     if case.elementwise:
         assert out.dtype == args[0].dtype
-        tol = 1e-5 if dtype == "f32" else 1e-2  # result is rounded back to the input dtype
+        tol = 1e-5 if dtype == jnp.float32 else 1e-2  # rounded back to the input dtype
     else:
         # Reductions are computed and returned in float32 for low-precision inputs.
         assert out.dtype == jnp.float32, out.dtype
@@ -99,7 +134,6 @@ def _oracle(case: Case, args, fn_of_first):
 
 
 @impls
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_grad_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 1)
     args = case.make(rng, jnp.float32)
@@ -111,7 +145,6 @@ def test_grad_against_float64_autodiff(case: Case, impl: str):
 
 
 @impls
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_jvp_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 2)
     args = case.make(rng, jnp.float32)
@@ -123,8 +156,8 @@ def test_jvp_against_float64_autodiff(case: Case, impl: str):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["portable", "xla_cpu"])
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.slow
+@impls
 def test_hessian_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 3)
     args = case.make(rng, jnp.float32)
@@ -134,12 +167,3 @@ def test_hessian_against_float64_autodiff(case: Case, impl: str):
         got = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct))(args[0])
     want = _oracle(case, args, lambda f, a: jax.hessian(lambda x: jnp.sum(f(x) * ct))(a[0]))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("mode", ["jacfwd", "jacrev"])
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_jacobians_agree(case: Case, mode: str):
-    args = case.make(_rng(case, 4), jnp.float32)
-    jac = getattr(jax, mode)(lambda x0: case.fn(x0, *args[1:]))(args[0])
-    want = _oracle(case, args, lambda f, a: jax.jacrev(f)(a[0]))
-    np.testing.assert_allclose(np.asarray(jac), want, rtol=1e-5, atol=1e-6)

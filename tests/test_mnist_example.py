@@ -25,6 +25,8 @@ import mnist_support
 
 EXAMPLES = Path(mnist.__file__).parent
 
+pytestmark = pytest.mark.slow  # `make test-all`: the example's training runs
+
 
 def _fake_idx_dataset(folder: Path, seed: int, n_train: int = 64, n_test: int = 40) -> None:
     rng = np.random.default_rng(seed)

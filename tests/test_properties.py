@@ -5,10 +5,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxloss
+
+# At full size in the slow tier; in the fast tier the identities run on fixed inputs in
+# docs/theory.md's executed blocks (tests/test_docs.py).
+pytestmark = pytest.mark.slow
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 

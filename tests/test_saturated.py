@@ -7,8 +7,9 @@ a tie) gives a wrong derivative silently: `finite_log_sum` as `max(log_s, 0)` ha
 maximum's gradient through `log_softmax` and left 0.5 on the Hessian's diagonal of
 `logsumexp`, `softmax` and the dense losses, at gap 88 in float32 and 746 in float64.
 
-Value, `grad`, `vjp`, `jvp` and `hessian` against float64 autodiff of the case's plain formula,
-float32 (and bfloat16 for the gradient) and float64 inputs, each kernel pinned.
+Value, `grad`, `vjp` and `jvp` (and `hessian` in the slow tier) against float64 autodiff of the
+case's plain formula, float32, bfloat16 and float64 inputs, each kernel the case dispatches
+pinned (`Case.kernels`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import numpy as np
 import pytest
 
 import jaxloss
-from tests.cases import CASE_IDS, CASES, Case, saturated
+from tests.cases import CASE_KERNEL_IDS, CASE_KERNELS, Case, saturated
 from tests.test_implementations import _use
 
 KERNELS = ["portable", "xla_cpu", "xla_gpu"]
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f64": jnp.float64}
+TOLS = {"f32": 1e-5, "bf16": 1e-2, "f64": 1e-12}
 
 
 def _oracle(case: Case, args, fn_of_plain):
@@ -34,53 +36,74 @@ def _oracle(case: Case, args, fn_of_plain):
     return np.asarray(fn_of_plain(lambda x0: case.plain(x0, *a64[1:]), a64))
 
 
+def _wide(a):
+    """numpy cannot hold bfloat16 as float64 directly: through float32, exactly."""
+    return a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a
+
+
 def _close(got, want, tol):
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("impl", KERNELS)
-@pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_saturated_rows_at_every_order(case: Case, dtype: str, impl: str):
+def _inputs(case: Case, dtype: str):
     rng = np.random.default_rng([sum(map(ord, case.name)), 5])
+    args = saturated(case, DTYPES[dtype], rng)
+    ct = rng.normal(size=np.shape(case.fn(*args)))
+    tangent = rng.normal(size=args[0].shape)
+    return args, ct, tangent
+
+
+# float32 in the fast tier; bfloat16 (computed in float32 inside) and float64 in the slow one.
+FIRST_ORDER_DTYPES = [pytest.param(d, marks=() if d == "f32" else pytest.mark.slow) for d in DTYPES]
+
+
+@pytest.mark.parametrize("dtype", FIRST_ORDER_DTYPES)
+@pytest.mark.parametrize(("case", "impl"), CASE_KERNELS, ids=CASE_KERNEL_IDS)
+def test_saturated_rows_first_order(case: Case, dtype: str, impl: str):
     with jax.enable_x64(dtype == "f64"), _use(impl):
-        args = saturated(case, DTYPES[dtype], rng)
+        args, ct, tangent = _inputs(case, dtype)
         fn = lambda x0: case.fn(x0, *args[1:])  # noqa: E731
         out = fn(args[0])
-        ct = jnp.asarray(rng.normal(size=out.shape), out.dtype)
-        tangent = jnp.asarray(rng.normal(size=args[0].shape), args[0].dtype)
-        scalar = lambda x0: jnp.sum(fn(x0) * ct)  # noqa: E731
-        grad = jax.grad(scalar)(args[0])
+        ct, tangent = jnp.asarray(ct, out.dtype), jnp.asarray(tangent, args[0].dtype)
+        grad = jax.grad(lambda x0: jnp.sum(fn(x0) * ct))(args[0])
         vjp = jax.vjp(fn, args[0])[1](ct)[0]
         jvp = jax.jvp(fn, (args[0],), (tangent,))[1]
-        # The Hessian of the first two rows only: [2, K, 2, K] stays small.
-        args2, ct2 = [a[:2] for a in args], ct[:2]
-        hess = None
-        if dtype != "bf16":
-            hess = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args2[1:]) * ct2))(args2[0])
-
         with jax.enable_x64(True):
-            ct64 = np.asarray(ct.astype(jnp.float32) if dtype == "bf16" else ct, np.float64)
-            t64 = np.asarray(tangent.astype(jnp.float32) if dtype == "bf16" else tangent, float)
-            scalar64 = lambda f: lambda x: jnp.sum(f(x) * ct64)  # noqa: E731
-            want_grad = _oracle(case, args, lambda f, a: jax.grad(scalar64(f))(a[0]))
+            ct64 = np.asarray(_wide(ct), np.float64)
+            t64 = np.asarray(_wide(tangent), np.float64)
+            want_grad = _oracle(
+                case, args, lambda f, a: jax.grad(lambda x: jnp.sum(f(x) * ct64))(a[0])
+            )
             want_jvp = _oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (t64,))[1])
-            want_hess = _oracle(case, args2, lambda f, a: jax.hessian(
-                lambda x: jnp.sum(f(x) * ct64[:2]))(a[0]))  # fmt: skip
             want = case.ref(*[np.asarray(a.astype(jnp.float32)) if a.dtype == jnp.bfloat16
                               else np.asarray(a) for a in args])  # fmt: skip
 
     # Values: the elementwise ones come back in bfloat16.
-    _close(out, want, 1e-12 if dtype == "f64" else 1e-2 if case.elementwise and dtype == "bf16"
-           else 1e-5)  # fmt: skip
-    tol = {"f32": 1e-5, "bf16": 1e-2, "f64": 1e-12}[dtype]
+    narrow = case.elementwise and dtype == "bf16"
+    _close(out, want, 1e-12 if dtype == "f64" else 1e-2 if narrow else 1e-5)
+    tol = TOLS[dtype]
     _close(grad, want_grad, tol)
     _close(vjp, want_grad, tol)
     _close(jvp, want_jvp, tol)
-    if hess is not None:
-        _close(hess, want_hess, tol)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize(("case", "impl"), CASE_KERNELS, ids=CASE_KERNEL_IDS)
+def test_saturated_rows_hessian(case: Case, dtype: str, impl: str):
+    # The Hessian of the first two rows: [2, K, 2, K] stays small.
+    with jax.enable_x64(dtype == "f64"), _use(impl):
+        args, ct, _ = _inputs(case, dtype)
+        args, ct = [a[:2] for a in args], jnp.asarray(ct[:2], args[0].dtype)
+        hess = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct))(args[0])
+        with jax.enable_x64(True):
+            ct64 = np.asarray(ct, np.float64)
+            want = _oracle(case, args, lambda f, a: jax.hessian(
+                lambda x: jnp.sum(f(x) * ct64))(a[0]))  # fmt: skip
+    _close(hess, want, TOLS[dtype])
+
+
+@pytest.mark.slow  # a Hessian
 @pytest.mark.parametrize("impl", KERNELS)
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
 def test_the_issue_examples(impl: str, dtype: str):
@@ -97,6 +120,7 @@ def test_the_issue_examples(impl: str, dtype: str):
     np.testing.assert_allclose(h[0, :, 0], np.zeros((3, 3)), atol=1e-7)
 
 
+@pytest.mark.slow  # Hessians
 @pytest.mark.parametrize("pw", [1.0, 2.5])
 def test_bce_mixed_hessian_at_hard_labels(pw: float):
     # ∂²ℓ/∂x∂t, ∂²ℓ/∂t∂p_w and the rest at x = 0 (the tie of max(x, 0) and |x|), ±88 and hard

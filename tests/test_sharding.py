@@ -17,7 +17,8 @@ import pytest
 import jaxloss
 
 # Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
-pytestmark = pytest.mark.xdist_group("sharding")
+# The slow tier (`make test-all`): a subprocess per check.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sharding")]
 
 HELPER = Path(__file__).with_name("sharding_helper.py")
 LAYOUTS = ("explicit", "auto", "shard_map", "classes")

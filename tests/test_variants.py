@@ -159,6 +159,7 @@ def test_focal_gradient_at_exactly_certain_row_is_zero(gamma):
     assert np.all(np.isfinite(g40)) and g40[0, 0] <= 0 and (gamma > 1 or g40[0, 0] < 0)
 
 
+@pytest.mark.slow  # Hessians
 def test_focal_jvp_matches_grad_and_hessian_matches_float64():
     x, y, _ = _data(5, scale=1.5)
     f = lambda x: jnp.sum(jaxloss.softmax_focal_loss(x, y, gamma=1.5))  # noqa: E731
