@@ -231,6 +231,16 @@ CASES = [
     _kd_case("softmax_kl_divergence_jsd_t3", 3.0, 0.3),
 ]  # fmt: skip
 
+
+def oracle(case: Case, args, fn_of_first):
+    """Evaluate `fn_of_first(plain_of_first, args64)` in float64: the case's plain formula of
+    its first argument, the other arguments fixed, every float argument converted exactly."""
+    with jax.enable_x64(True):
+        a64 = [jnp.asarray(np.asarray(a), jnp.float64 if a.dtype != jnp.int32 else jnp.int32)
+               for a in args]  # fmt: skip
+        return np.asarray(fn_of_first(lambda x0: case.plain(x0, *a64[1:]), a64))
+
+
 CASE_IDS = [c.name for c in CASES]
 # (case, kernel) pairs: each case on each implementation whose program differs.
 CASE_KERNELS = [(c, k) for c in CASES for k in c.kernels]

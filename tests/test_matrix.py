@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxloss
-from tests.cases import CASE_IDS, CASE_KERNEL_IDS, CASE_KERNELS, CASES, Case
+from tests.cases import CASE_IDS, CASE_KERNEL_IDS, CASE_KERNELS, CASES, Case, oracle
 from tests.test_implementations import _use
 
 # The implementation axis: each case on each kernel it dispatches (`Case.kernels`), pinned. The
@@ -125,14 +125,6 @@ def _scalarize(case: Case, out_shape, rng):
     return lambda *a: jnp.sum(case.fn(*a) * ct.astype(np.float32)), ct
 
 
-def _oracle(case: Case, args, fn_of_first):
-    """Evaluate `fn_of_first(plain_of_first)` in float64."""
-    with jax.enable_x64(True):
-        a64 = [jnp.asarray(np.asarray(a), jnp.float64 if a.dtype != jnp.int32 else jnp.int32)
-               for a in args]  # fmt: skip
-        return np.asarray(fn_of_first(lambda x0: case.plain(x0, *a64[1:]), a64))
-
-
 @impls
 def test_grad_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 1)
@@ -140,7 +132,7 @@ def test_grad_against_float64_autodiff(case: Case, impl: str):
     ct = rng.normal(size=np.shape(case.fn(*args)))
     with _use(impl):
         got = jax.grad(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct.astype(np.float32)))(args[0])
-    want = _oracle(case, args, lambda f, a: jax.grad(lambda x: jnp.sum(f(x) * ct))(a[0]))
+    want = oracle(case, args, lambda f, a: jax.grad(lambda x: jnp.sum(f(x) * ct))(a[0]))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
@@ -152,7 +144,7 @@ def test_jvp_against_float64_autodiff(case: Case, impl: str):
     with _use(impl):
         _, got = jax.jvp(lambda x0: case.fn(x0, *args[1:]), (args[0],), (tangent,))
     t64 = tangent.astype(np.float64)
-    want = _oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (jnp.asarray(t64),))[1])
+    want = oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (jnp.asarray(t64),))[1])
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
 
 
@@ -165,5 +157,5 @@ def test_hessian_against_float64_autodiff(case: Case, impl: str):
     ct = rng.normal(size=np.shape(case.fn(*args))).astype(np.float32)
     with _use(impl):
         got = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct))(args[0])
-    want = _oracle(case, args, lambda f, a: jax.hessian(lambda x: jnp.sum(f(x) * ct))(a[0]))
+    want = oracle(case, args, lambda f, a: jax.hessian(lambda x: jnp.sum(f(x) * ct))(a[0]))
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)

@@ -20,20 +20,12 @@ import numpy as np
 import pytest
 
 import jaxloss
-from tests.cases import CASE_KERNEL_IDS, CASE_KERNELS, Case, saturated
+from tests.cases import CASE_KERNEL_IDS, CASE_KERNELS, Case, oracle, saturated
 from tests.test_implementations import _use
 
 KERNELS = ["portable", "xla_cpu", "xla_gpu"]
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f64": jnp.float64}
 TOLS = {"f32": 1e-5, "bf16": 1e-2, "f64": 1e-12}
-
-
-def _oracle(case: Case, args, fn_of_plain):
-    """`fn_of_plain(plain_of_first, args64)` in float64."""
-    a64 = [jnp.asarray(np.asarray(a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a),
-                       jnp.float64 if jnp.issubdtype(a.dtype, jnp.floating) else a.dtype)
-           for a in args]  # fmt: skip
-    return np.asarray(fn_of_plain(lambda x0: case.plain(x0, *a64[1:]), a64))
 
 
 def _wide(a):
@@ -71,10 +63,10 @@ def test_saturated_rows_first_order(case: Case, dtype: str, impl: str):
         with jax.enable_x64(True):
             ct64 = np.asarray(_wide(ct), np.float64)
             t64 = np.asarray(_wide(tangent), np.float64)
-            want_grad = _oracle(
+            want_grad = oracle(
                 case, args, lambda f, a: jax.grad(lambda x: jnp.sum(f(x) * ct64))(a[0])
             )
-            want_jvp = _oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (t64,))[1])
+            want_jvp = oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (t64,))[1])
             want = case.ref(*[np.asarray(a.astype(jnp.float32)) if a.dtype == jnp.bfloat16
                               else np.asarray(a) for a in args])  # fmt: skip
 
@@ -98,7 +90,7 @@ def test_saturated_rows_hessian(case: Case, dtype: str, impl: str):
         hess = jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct))(args[0])
         with jax.enable_x64(True):
             ct64 = np.asarray(ct, np.float64)
-            want = _oracle(case, args, lambda f, a: jax.hessian(
+            want = oracle(case, args, lambda f, a: jax.hessian(
                 lambda x: jnp.sum(f(x) * ct64))(a[0]))  # fmt: skip
     _close(hess, want, TOLS[dtype])
 
