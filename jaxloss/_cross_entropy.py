@@ -206,13 +206,8 @@ def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
 def _int_ce_impl(opts, x, y, in_range, valid, mask, class_w):
     return _impl.dispatch(
         functools.partial(_portable_fwd, opts),
-        functools.partial(_cpu_fwd, opts),
-        x,
-        y,
-        in_range,
-        valid,
-        mask,
-        class_w,
+        *(x, y, in_range, valid, mask, class_w),
+        xla_cpu=functools.partial(_cpu_fwd, opts),
     )
 
 
@@ -230,15 +225,8 @@ def _int_ce_jvp(opts, primals, tangents):
         tx = jnp.zeros_like(x)
     return _impl.dispatch(
         functools.partial(_portable_jvp, opts),
-        functools.partial(_cpu_jvp, opts),
-        x,
-        y,
-        in_range,
-        valid,
-        mask,
-        class_w,
-        tx,
-        tcw,
+        *(x, y, in_range, valid, mask, class_w, tx, tcw),
+        xla_cpu=functools.partial(_cpu_jvp, opts),
     )
 
 

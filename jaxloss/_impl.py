@@ -8,18 +8,19 @@ not when it is traced: a function jitted here and compiled for a TPU (or exporte
 platforms) gets the portable kernel. XLA removes the branch that is not taken. `recompute` makes
 the same choice for the optimization barrier before a recomputed gradient pass.
 
-Tests pin one implementation with `implementation("portable")`,
-`implementation("xla_cpu", config)` or `implementation("xla_gpu", config)`, which makes
-`dispatch` trace only that one (the choice is read at trace time: build a fresh jitted function
-inside the block).
+Tests and benchmarks pin one implementation with `pinned(fn, "portable")`,
+`pinned(fn, "xla_cpu", config)` or `pinned(fn, "xla_gpu", config)`: a new function, so a `jax.jit`
+of it has its own trace cache, and `dispatch` traces only that implementation while it runs
+(transform inside it: `pinned(jax.grad(f), ...)`, not `jax.grad(pinned(f, ...))` of a jitted
+`f`, whose rules would be traced later). Pinning a kernel the function does not have is an error.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -31,35 +32,59 @@ _DEFAULT_CONFIGS = {"portable": None, "xla_cpu": _xla_cpu.CONFIG, "xla_gpu": _xl
 _state = threading.local()
 
 
-@contextlib.contextmanager
-def implementation(name: str, config: Any = None) -> Iterator[None]:
-    """Trace only the `name` implementation inside the block, with `config` (a `CpuConfig` or
-    `GpuConfig`; the default one if None)."""
+class _Pin(NamedTuple):
+    name: str
+    config: Any
+    used: list[bool]  # whether a dispatch had this implementation
+
+
+def pinned(fn: Callable, name: str, config: Any = None) -> Callable:
+    """`fn` with only the `name` implementation traced, with `config` (a `CpuConfig` or
+    `GpuConfig`; the default one if None). A new function on every call.
+
+    Raises ValueError when `fn` traces no kernel of that implementation.
+    """
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"unknown implementation {name!r}; expected one of {IMPLEMENTATIONS}")
-    old = getattr(_state, "forced", None)
-    _state.forced = (name, config or _DEFAULT_CONFIGS[name])
-    try:
-        yield
-    finally:
-        _state.forced = old
+    pin = _Pin(name, config or _DEFAULT_CONFIGS[name], [name == "portable"])
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        old = getattr(_state, "pin", None)
+        _state.pin = pin
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            _state.pin = old
+        if not pin.used[0]:
+            raise ValueError(f"{getattr(fn, '__name__', fn)!s} has no {name} kernel")
+        return out
+
+    return run
 
 
-def dispatch(portable: Callable, xla_cpu: Callable, *args: Any, xla_gpu: Callable | None = None):
-    """`portable(*args)` by default, `xla_cpu(config, *args)` on CPU, and on CUDA
-    `xla_gpu(config, *args)` where a GPU kernel is given."""
-    forced = getattr(_state, "forced", None)
-    if forced is not None:
-        name, config = forced
-        if name == "xla_cpu":
-            return xla_cpu(config, *args)
-        if name == "xla_gpu" and xla_gpu is not None:
-            return xla_gpu(config, *args)
-        return portable(*args)
-    branches = {"cpu": lambda *a: xla_cpu(_xla_cpu.CONFIG, *a)}
-    if xla_gpu is not None:
-        branches["cuda"] = lambda *a: xla_gpu(_xla_gpu.CONFIG, *a)
-    return jax.lax.platform_dependent(*args, default=lambda *a: portable(*a), **branches)
+def dispatch(
+    portable: Callable,
+    *args: Any,
+    xla_cpu: Callable | None = None,
+    xla_gpu: Callable | None = None,
+) -> Any:
+    """`portable(*args)` by default; on CPU `xla_cpu(config, *args)` and on CUDA
+    `xla_gpu(config, *args)`, where those kernels are given."""
+    kernels = {"xla_cpu": (xla_cpu, "cpu"), "xla_gpu": (xla_gpu, "cuda")}
+    pin = getattr(_state, "pin", None)
+    if pin is not None:
+        kernel = kernels.get(pin.name, (None, None))[0]
+        if kernel is None:
+            return portable(*args)
+        pin.used[0] = True
+        return kernel(pin.config, *args)
+    branches = {
+        platform: functools.partial(kernel, _DEFAULT_CONFIGS[name])
+        for name, (kernel, platform) in kernels.items()
+        if kernel is not None
+    }
+    return jax.lax.platform_dependent(*args, default=portable, **branches)
 
 
 def recompute(fn: Callable, *args: Any) -> Any:
@@ -73,6 +98,6 @@ def recompute(fn: Callable, *args: Any) -> Any:
     """
     return dispatch(
         lambda *a: jax.checkpoint(fn, prevent_cse=False)(*a),
-        lambda cfg, *a: jax.checkpoint(fn, prevent_cse=cfg.tangent_barrier)(*a),
         *args,
+        xla_cpu=lambda cfg, *a: jax.checkpoint(fn, prevent_cse=cfg.tangent_barrier)(*a),
     )

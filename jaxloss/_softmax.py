@@ -82,7 +82,7 @@ def row_stats(xf: Array, fused_rows: bool = False) -> tuple[Array, Array]:
     pattern XLA:GPU fuses into one kernel for short rows; there the XLA:GPU kernel is used.
     """
     xla_gpu = (lambda cfg, x: _xla_gpu.row_stats(cfg, x, one_pass_stats)) if fused_rows else None
-    return _impl.dispatch(one_pass_stats, _xla_cpu.row_stats, xf, xla_gpu=xla_gpu)
+    return _impl.dispatch(one_pass_stats, xf, xla_cpu=_xla_cpu.row_stats, xla_gpu=xla_gpu)
 
 
 def _shift_and_log_sum_impl(fused_rows: bool, x: Array) -> tuple[Array, Array]:

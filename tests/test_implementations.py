@@ -11,7 +11,6 @@ recomputing exp, the label marked by scatters rather than the 0/1 weight of smal
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import jax
@@ -39,9 +38,11 @@ IMPLS = {
 }
 
 
-def _use(impl: str):
+def _pin(impl: str, fn):
+    """`fn` tracing only `impl`'s kernels (`default`: the platform's choice). Calls of several
+    functions go in one `fn`: pinning a kernel none of them has is an error."""
     pinned = IMPLS[impl]
-    return contextlib.nullcontext() if pinned is None else _impl.implementation(*pinned)
+    return fn if pinned is None else _impl.pinned(fn, *pinned)
 
 
 # `default` is `xla_cpu` on this machine (the branch XLA keeps): each kernel is run pinned, and
@@ -62,13 +63,17 @@ def _ce_sum(x, y, **kw):
 @impls_gpu
 def test_nan_propagates(impl):
     x = jnp.array([[jnp.nan, 1.0, 0.0], [0.0, 1.0, 2.0]])
-    with _use(impl):
-        lse = jaxloss.logsumexp(x)
-        sm = jaxloss.softmax(x)
-        lsm = jaxloss.log_softmax(x)
-        h = jaxloss.softmax_entropy(x)
-        sce = jaxloss.softmax_cross_entropy(x, jnp.full((2, 3), 1 / 3))
-        ce = jaxloss.cross_entropy(x, jnp.array([1, 1]))
+    lse, sm, lsm, h, sce, ce = _pin(
+        impl,
+        lambda: (
+            jaxloss.logsumexp(x),
+            jaxloss.softmax(x),
+            jaxloss.log_softmax(x),
+            jaxloss.softmax_entropy(x),
+            jaxloss.softmax_cross_entropy(x, jnp.full((2, 3), 1 / 3)),
+            jaxloss.cross_entropy(x, jnp.array([1, 1])),
+        ),
+    )()
     for out in (lse, h, sce, ce):
         assert np.isnan(out[0]) and np.isfinite(out[1]), out
     assert np.all(np.isnan(sm[0])) and np.all(np.isnan(lsm[0]))
@@ -78,10 +83,14 @@ def test_nan_propagates(impl):
 @impls_gpu
 def test_infinities(impl):
     x = jnp.array([[jnp.inf, 1.0], [-jnp.inf, -jnp.inf], [-jnp.inf, 0.0]])
-    with _use(impl):
-        lse = jaxloss.logsumexp(x)
-        sm = jaxloss.softmax(x)
-        g = jax.grad(lambda x: jnp.sum(jaxloss.logsumexp(x[1:])))(x)
+    lse, sm, g = _pin(
+        impl,
+        lambda: (
+            jaxloss.logsumexp(x),
+            jaxloss.softmax(x),
+            jax.grad(lambda x: jnp.sum(jaxloss.logsumexp(x[1:])))(x),
+        ),
+    )()
     np.testing.assert_array_equal(lse, [jnp.inf, -jnp.inf, 0.0])
     np.testing.assert_array_equal(sm[1:], [[0.0, 0.0], [0.0, 1.0]])
     np.testing.assert_array_equal(g, [[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
@@ -97,12 +106,11 @@ def test_plus_infinity_off_the_label_gives_an_infinite_loss(impl, options):
     x[0, 7] = np.inf
     x[1, 2] = np.inf
     y = jnp.asarray([1, 2, 3])
-    with _use(impl):
-        loss = jax.jit(lambda x: jaxloss.cross_entropy(x, y, **options))(x)
-        # With a gradient (XLA:CPU's other kernel), rows 0 and 2: +inf + finite.
-        y02 = y[jnp.asarray([0, 2])]
-        value = jax.value_and_grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, y02, **options)))
-        total = value(jnp.asarray(x[[0, 2]]))[0]
+    loss = jax.jit(_pin(impl, lambda x: jaxloss.cross_entropy(x, y, **options)))(x)
+    # With a gradient (XLA:CPU's other kernel), rows 0 and 2: +inf + finite.
+    y02 = y[jnp.asarray([0, 2])]
+    value = jax.value_and_grad(lambda x: jnp.sum(jaxloss.cross_entropy(x, y02, **options)))
+    total = _pin(impl, value)(jnp.asarray(x[[0, 2]]))[0]
     assert float(loss[0]) == np.inf
     assert np.isnan(loss[1])
     want = ref.cross_entropy(np.asarray(x[2:], np.float64), np.asarray(y[2:]), **options)
@@ -119,9 +127,7 @@ def test_log_softmax_exact_at_any_scale(impl, top):
     # An ulp of 1e8 is 8 in float32: the second entry is two ulps below the first, and its
     # mass e^-16 must still be told apart from a tie.
     x = jnp.array([top, top - 16.0], jnp.float32)
-    with _use(impl):
-        out = jaxloss.log_softmax(x)
-        p = jaxloss.softmax(x)
+    out, p = _pin(impl, lambda: (jaxloss.log_softmax(x), jaxloss.softmax(x)))()
     r = np.exp(-16.0)
     np.testing.assert_allclose(out, [-np.log1p(r), -16.0 - np.log1p(r)], rtol=1e-6)
     np.testing.assert_allclose(float(jnp.sum(p)), 1.0, rtol=1e-7)
@@ -131,11 +137,16 @@ def test_log_softmax_exact_at_any_scale(impl, top):
 @pytest.mark.parametrize("offset", [1e4, 1e6])
 def test_float64_cross_entropy_exact_at_large_offsets(impl, offset):
     rng = np.random.default_rng(11)
-    with jax.enable_x64(True), _use(impl):
-        x = rng.normal(size=(8, 50)) * 3 + offset
-        t = rng.dirichlet(np.ones(50), size=8)
-        got = np.asarray(jaxloss.softmax_cross_entropy(jnp.asarray(x), jnp.asarray(t)))
-        lsm = np.asarray(jaxloss.log_softmax(jnp.asarray(x)))
+    x = rng.normal(size=(8, 50)) * 3 + offset
+    t = rng.dirichlet(np.ones(50), size=8)
+    with jax.enable_x64(True):
+        got, lsm = _pin(
+            impl,
+            lambda: (
+                np.asarray(jaxloss.softmax_cross_entropy(jnp.asarray(x), jnp.asarray(t))),
+                np.asarray(jaxloss.log_softmax(jnp.asarray(x))),
+            ),
+        )()
     # x − max is exact in float64 here, so this reference keeps ~1e-16 relative.
     d = x - x.max(-1, keepdims=True)
     want_lsm = d - np.log(np.exp(d).sum(-1, keepdims=True))
@@ -148,9 +159,10 @@ def test_true_class_gradient_is_exact(impl):
     r = 1e-6  # p_y = 1/(1 + r)
     x = jnp.array([[0.0, np.log(r)]], jnp.float32)
     exact = -ref.softmax(x)[0, 1]
-    with _use(impl):
-        g = jax.grad(lambda x: _ce_sum(x, jnp.array([0])))(x)
-        gs = jax.grad(lambda x: jnp.sum(jaxloss.softmax_cross_entropy(x, jnp.eye(2)[:1])))(x)
+    g = _pin(impl, jax.grad(lambda x: _ce_sum(x, jnp.array([0]))))(x)
+    gs = _pin(impl, jax.grad(lambda x: jnp.sum(jaxloss.softmax_cross_entropy(x, jnp.eye(2)[:1]))))(
+        x
+    )
     assert abs(float(g[0, 0]) - exact) / abs(exact) < 1e-5
     assert abs(float(gs[0, 0]) - exact) / abs(exact) < 1e-5
 
@@ -164,17 +176,20 @@ def test_masked_and_ignored_rows_have_zero_gradient(impl, bad):
     x = jnp.array([[1.0, 2.0, 0.5], [bad, 0.0, 1.0], [0.0, bad, 1.0]])
     y = jnp.array([0, 1, -100])
     keep = jnp.array([True, False, True])
-    with _use(impl):
-        for opts in ({}, {"label_smoothing": 0.2}, {"z_loss": 1e-3}):
-            loss, g = jax.value_and_grad(
-                lambda x, o=opts: _ce_sum(x, y, where=keep, ignore_index=-100, **o)
-            )(x)
-            assert np.isfinite(loss)
-            np.testing.assert_array_equal(g[1:], 0.0)
-            assert np.all(np.isfinite(g[0])) and np.any(g[0] != 0)
-        gd = jax.grad(
-            lambda x: jnp.sum(jaxloss.softmax_cross_entropy(x[:2], jnp.eye(3)[:2], where=keep[:2]))
+    for opts in ({}, {"label_smoothing": 0.2}, {"z_loss": 1e-3}):
+        loss, g = _pin(
+            impl,
+            jax.value_and_grad(lambda x, o=opts: _ce_sum(x, y, where=keep, ignore_index=-100, **o)),
         )(x)
+        assert np.isfinite(loss)
+        np.testing.assert_array_equal(g[1:], 0.0)
+        assert np.all(np.isfinite(g[0])) and np.any(g[0] != 0)
+    gd = _pin(
+        impl,
+        jax.grad(
+            lambda x: jnp.sum(jaxloss.softmax_cross_entropy(x[:2], jnp.eye(3)[:2], where=keep[:2]))
+        ),
+    )(x)
     np.testing.assert_array_equal(gd[1:], 0.0)
 
 
@@ -202,10 +217,14 @@ def test_integer_label_paths_agree_with_float64(impl, dtype, far):
     others = np.exp(x64 - x64[np.arange(6), y][:, None])
     others[np.arange(6), y] = 0.0
     want = np.log1p(others.sum(-1))
-    with _use(impl):
-        got = jaxloss.cross_entropy(x, jnp.asarray(y))
-        got_vmap = jax.vmap(jaxloss.cross_entropy)(x, jnp.asarray(y))
-        g = jax.grad(lambda x: _ce_sum(x, jnp.asarray(y)))(x)
+    got, got_vmap, g = _pin(
+        impl,
+        lambda: (
+            jaxloss.cross_entropy(x, jnp.asarray(y)),
+            jax.vmap(jaxloss.cross_entropy)(x, jnp.asarray(y)),
+            jax.grad(lambda x: _ce_sum(x, jnp.asarray(y)))(x),
+        ),
+    )()
     np.testing.assert_allclose(got, want, rtol=2e-6)
     np.testing.assert_allclose(got_vmap, want, rtol=2e-6)
     p = np.exp(x64 - x64.max(-1, keepdims=True))
@@ -237,12 +256,10 @@ def test_off_label_sum_in_pieces_with_the_label_anywhere(dtype, far):
     others = np.exp(x64 - x64[y, y][:, None])
     others[y, y] = 0.0
     keep = np.arange(12) != 4
-    with _impl.implementation("xla_cpu", cfg):
-        # A fresh function: jit(jaxloss.cross_entropy) would share the trace cache of every
-        # other jit of it, traced under another configuration.
-        got = jax.jit(lambda x, y, w: jaxloss.cross_entropy(x, y, where=w))(
-            x, jnp.asarray(y), jnp.asarray(keep)
-        )
+    # `pinned` makes a new function: jit(jaxloss.cross_entropy) shares one trace cache.
+    got = jax.jit(_impl.pinned(jaxloss.cross_entropy, "xla_cpu", cfg))(
+        x, jnp.asarray(y), where=jnp.asarray(keep)
+    )
     np.testing.assert_allclose(got, np.where(keep, np.log1p(others.sum(-1)), 0.0), rtol=2e-6)
 
 
@@ -257,10 +274,8 @@ def test_rows_longer_than_32k_classes(impl, dtype):
     x = jnp.asarray(rng.normal(size=(3, k)) * 3, dtype)
     y = jnp.asarray(rng.integers(0, k, size=3))
     x64 = np.asarray(x.astype(jnp.float32), np.float64)
-    with _use(impl):
-        loss, g = jax.value_and_grad(lambda x: _ce_sum(x, y, label_smoothing=0.1))(x)
-        lse = jaxloss.logsumexp(x)
-        h = jaxloss.softmax_entropy(x)
+    loss, g = _pin(impl, jax.value_and_grad(lambda x: _ce_sum(x, y, label_smoothing=0.1)))(x)
+    lse, h = _pin(impl, lambda: (jaxloss.logsumexp(x), jaxloss.softmax_entropy(x)))()
     # XLA:CPU runs a variadic reduction as one sequential loop per row: the portable kernel's row
     # sum of 40000 terms is off by ~√K ulps there (2.4e-5 seen), where accelerators reduce in a
     # tree and XLA:CPU's own kernel in vectorised partial sums.
@@ -281,11 +296,10 @@ def test_more_classes_than_a_float_index_takes_the_portable_kernel():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 10)), jnp.float32)
     y = jnp.array([0, 3, 9, 5])
     want = ref.cross_entropy(np.asarray(x), np.asarray(y))
-    with _impl.implementation("xla_cpu", CpuConfig(max_float_index=8)):
-        got, g = jax.value_and_grad(lambda x: _ce_sum(x, y))(x)
-        jaxpr = str(jax.make_jaxpr(lambda x: _ce_sum(x, y))(x))
-    with _impl.implementation("xla_cpu"):
-        tuned = str(jax.make_jaxpr(lambda x: _ce_sum(x, y))(x))
+    few = CpuConfig(max_float_index=8)
+    got, g = _impl.pinned(jax.value_and_grad(lambda x: _ce_sum(x, y)), "xla_cpu", few)(x)
+    jaxpr = str(jax.make_jaxpr(_impl.pinned(lambda x: _ce_sum(x, y), "xla_cpu", few))(x))
+    tuned = str(jax.make_jaxpr(_impl.pinned(lambda x: _ce_sum(x, y), "xla_cpu"))(x))
     np.testing.assert_allclose(float(got), want.sum(), rtol=1e-6)
     # The tuned kernel reads the label's logit through an optimization barrier; the portable one
     # (whose row statistics are then XLA:CPU's) does not.
@@ -318,10 +332,9 @@ def test_residuals(impl, dtype):
     theirs = _residual_bytes(
         lambda x: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(x, y)), x
     )
-    with _use(impl):
-        ours = _residual_bytes(lambda x: _ce_sum(x, y), x)
-        w = jnp.asarray(np.random.default_rng(1).normal(size=(1, 1000)), x.dtype)
-        lsm = _residual_bytes(lambda x: jnp.sum(jaxloss.log_softmax(x) * w), x)
+    ours = _residual_bytes(_pin(impl, lambda x: _ce_sum(x, y)), x)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(1, 1000)), x.dtype)
+    lsm = _residual_bytes(_pin(impl, lambda x: jnp.sum(jaxloss.log_softmax(x) * w)), x)
     if impl == "xla_cpu" and dtype == jnp.float32:
         # The XLA:CPU kernel keeps exp(x − m), as Optax does, and scales it in place: that one
         # array and per-row numbers.
@@ -340,9 +353,8 @@ def test_compiled_scratch_is_small(impl):
     # scales it there; the portable kernel writes the gradient in its second pass.
     x = jnp.zeros((512, 4000), jnp.float32)
     y = jnp.zeros((512,), jnp.int32)
-    with _use(impl):
-        vg = jax.jit(jax.value_and_grad(lambda x: _ce_sum(x, y)))
-        stats = vg.lower(x).compile().memory_analysis()
+    vg = jax.jit(_pin(impl, jax.value_and_grad(lambda x: _ce_sum(x, y))))
+    stats = vg.lower(x).compile().memory_analysis()
     assert stats.temp_size_in_bytes <= x.size * 4 * 0.05, stats
     assert stats.output_size_in_bytes <= x.size * 4 + 64, stats
 
@@ -352,8 +364,8 @@ def test_default_dispatch_is_the_cpu_kernel_on_a_cpu():
     y = jnp.asarray(np.arange(64) % 300)
 
     def value_and_grad(pinned):
-        with _use(pinned):
-            return jax.jit(jax.value_and_grad(lambda x: _ce_sum(x, y, label_smoothing=0.1)))(x)
+        vg = jax.value_and_grad(lambda x: _ce_sum(x, y, label_smoothing=0.1))
+        return jax.jit(_pin(pinned, vg))(x)
 
     for got, want in zip(value_and_grad("default"), value_and_grad("xla_cpu"), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -366,9 +378,8 @@ def test_default_dispatch_costs_no_more_than_the_cpu_kernel():
     y = jnp.zeros((512,), jnp.int32)
 
     def memory(pinned):
-        with _use(pinned):
-            f = jax.jit(jax.value_and_grad(lambda x: _ce_sum(x, y, label_smoothing=0.1)))
-            m = f.lower(x).compile().memory_analysis()
+        vg = jax.value_and_grad(lambda x: _ce_sum(x, y, label_smoothing=0.1))
+        m = jax.jit(_pin(pinned, vg)).lower(x).compile().memory_analysis()
         return m.temp_size_in_bytes + m.output_size_in_bytes
 
     assert memory("default") <= memory("xla_cpu")
@@ -381,9 +392,9 @@ def test_xla_cpu_keeps_the_barrier_on_a_recomputed_gradient():
     x = jax.ShapeDtypeStruct((1024, 1000), jnp.bfloat16)
 
     def scratch(config):
-        with _impl.implementation("xla_cpu", config):
-            f = jax.jit(jax.value_and_grad(lambda a: jnp.sum(jaxloss.logsumexp(a))))
-            return f.lower(x).compile().memory_analysis().temp_size_in_bytes
+        vg = jax.value_and_grad(lambda a: jnp.sum(jaxloss.logsumexp(a)))
+        f = jax.jit(_impl.pinned(vg, "xla_cpu", config))
+        return f.lower(x).compile().memory_analysis().temp_size_in_bytes
 
     merged = scratch(dataclasses.replace(CpuConfig(), tangent_barrier=False))
     kept = scratch(CpuConfig())
