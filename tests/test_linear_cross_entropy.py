@@ -204,42 +204,6 @@ def _close(a, b, rtol, atol=0.0):
 # Values
 
 
-@pytest.mark.usefixtures("small_blocks")
-@pytest.mark.parametrize(("case", "reduction"), _option_grid(REDUCTIONS))
-def test_value_matches_float64_reference(case, reduction):
-    # V=37 in blocks of 16 (last block shifted back, overlapping) and 15 tokens in chunks of 4.
-    args, kw = make(case)
-    arrays = {k: x for k, x in _as_jnp(kw).items() if isinstance(x, jax.Array)}
-    static = {k: x for k, x in kw.items() if k not in arrays}
-    got = jax.jit(
-        lambda h, w, y, arrays: linear_cross_entropy(
-            h, w, y, reduction=reduction, chunk_size=4, **arrays, **static
-        )
-    )(*args, arrays)
-    want = ref_np(*args, reduction=reduction, **kw)
-    if reduction == "sum_and_count":
-        _close(got[0], want[0], 1e-5)
-        _close(got[1], want[1], 1e-6)
-    else:
-        _close(got, want, 1e-5, 1e-6)
-        assert np.shape(got) == np.shape(want)
-        assert got.dtype == jnp.float32
-
-
-@pytest.mark.parametrize(("case", "reduction"), _option_grid(["sum_and_count", "none"]))
-def test_summed_forward_pass_gives_same_value(case, reduction):
-    """value_and_grad runs the other forward kernel (gradients formed during the sweep)."""
-    args, kw = make(case, seed=1)
-    if reduction == "sum_and_count":
-        fn = lambda h, w: linear_cross_entropy(h, w, args[2], reduction=reduction, **kw)[0]  # noqa: E731
-        want = ref_np(*args, reduction=reduction, **kw)[0]
-    else:
-        fn = lambda h, w: jnp.sum(linear_cross_entropy(h, w, args[2], reduction=reduction, **kw))  # noqa: E731
-        want = np.sum(ref_np(*args, reduction=reduction, **kw))
-    value, _ = jax.value_and_grad(fn, argnums=(0, 1))(args[0], args[1])
-    _close(value, want, 1e-5)
-
-
 @pytest.mark.parametrize(("v", "block"), [(33, 32), (37, 16), (5, 4), (4096 + 3, 4096)])
 def test_uneven_vocabulary_padding_never_enters_lse(monkeypatch, v, block):
     """Unit-scale logits: a padded zero column in the log-sum-exp would add ~log(1+1/V)·V_pad,
@@ -555,49 +519,61 @@ def test_other_argument_errors():
 
 
 # ----------------------------------------------------------------------------------------------
-# Against the unfused library function
+# Every option: the float64 reference and the unfused library function
 
 
+@pytest.mark.usefixtures("small_blocks")
 @pytest.mark.parametrize(("case", "reduction"), _option_grid(REDUCTIONS))
-def test_matches_unfused_cross_entropy(case, reduction):
-    """Same value and gradients as `cross_entropy(hidden @ weight + bias, labels, ...)`."""
+def test_matches_float64_reference_and_unfused_cross_entropy(case, reduction):
+    """The forward kernel and `value_and_grad` (whose forward forms the gradients during the
+    sweep), each compiled once: values against the float64 reference, and values and gradients
+    against `cross_entropy(hidden @ weight + bias, labels, ...)`. V=37 in blocks of 16 (the last
+    block shifted back, overlapping) and 15 tokens in chunks of 4."""
     from jaxloss._cross_entropy import cross_entropy
 
     (h, w, y), kw = make(case, seed=11)
+    want = ref_np(h, w, y, reduction=reduction, **kw)
     kw = _as_jnp(kw)
     bias = kw.pop("bias", None)
+    arrays = {k: x for k, x in kw.items() if isinstance(x, jax.Array)}
+    static = {k: x for k, x in kw.items() if k not in arrays}
+    ct = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
 
-    def fused(h, w, b):
-        out = linear_cross_entropy(h, w, y, bias=b, reduction=reduction, **kw)
-        return out[0] if reduction == "sum_and_count" else out
+    def fused(h, w, b, arrays):
+        return linear_cross_entropy(
+            h, w, y, bias=b, reduction=reduction, chunk_size=4, **arrays, **static
+        )
 
-    def unfused(h, w, b):
+    def unfused(h, w, b, arrays):
         logits = h @ w if b is None else h @ w + b[None, None, :]
         # `cross_entropy` broadcasts [V] class weights against [..., V] logits by rank promotion.
         with jax.numpy_rank_promotion("allow"):
-            out = cross_entropy(logits, y, reduction=reduction, **kw)
-        return out[0] if reduction == "sum_and_count" else out
-
-    _close(fused(h, w, bias), unfused(h, w, bias), 1e-5, 1e-6)
-
-    def unfused_count(logits, y, **kw):
-        with jax.numpy_rank_promotion("allow"):
-            return cross_entropy(logits, y, **kw)[1]
-
-    if reduction == "sum_and_count":
-        _close(
-            linear_cross_entropy(h, w, y, bias=bias, reduction=reduction, **kw)[1],
-            unfused_count(h @ w, y, reduction=reduction, **kw),
-            1e-6,
-        )
-    ct = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
-    argnums = (0, 1) if bias is None else (0, 1, 2)
+            return cross_entropy(logits, y, reduction=reduction, **arrays, **static)
 
     def scalar(fn):
-        return lambda *a: jnp.sum(fn(*a) * ct) if reduction == "none" else fn(*a)
+        def loss(*a):
+            out = fn(*a)
+            out = out[0] if reduction == "sum_and_count" else out
+            return jnp.sum(out * ct) if reduction == "none" else out
 
-    got = jax.grad(scalar(fused), argnums=argnums)(h, w, bias)
-    want = jax.grad(scalar(unfused), argnums=argnums)(h, w, bias)
-    for g, r in zip(got, want, strict=True):
+        return loss
+
+    argnums = (0, 1) if bias is None else (0, 1, 2)
+    got = jax.jit(fused)(h, w, bias, arrays)
+    got_v, got_g = jax.jit(jax.value_and_grad(scalar(fused), argnums))(h, w, bias, arrays)
+    unf = jax.jit(unfused)(h, w, bias, arrays)
+    unf_v, unf_g = jax.value_and_grad(scalar(unfused), argnums)(h, w, bias, arrays)
+    if reduction == "sum_and_count":
+        _close(got[0], want[0], 1e-5)
+        _close(got[1], want[1], 1e-6)
+        _close(got[1], unf[1], 1e-6)
+        _close(got_v, want[0], 1e-5)
+    else:
+        _close(got, want, 1e-5, 1e-6)
+        assert np.shape(got) == np.shape(want)
+        assert got.dtype == jnp.float32
+        _close(got_v, np.sum(want * ct) if reduction == "none" else want, 1e-5, 1e-6)
+    _close(got_v, unf_v, 1e-5, 1e-6)
+    for g, r in zip(got_g, unf_g, strict=True):
         scale = np.max(np.abs(np.asarray(r)))
         assert np.max(np.abs(np.asarray(g) - np.asarray(r))) <= 1e-4 * scale
