@@ -313,7 +313,7 @@ def passes(text: str, n: int) -> dict[str, Any]:
         reads = [b == nbytes(sh) for sh, b in k.operands if n in elements(sh)]
         writes = 0 if k.in_place else elements(k.instr.shape).count(n)
         if reads or writes:
-            out["kernels"].append((k, sum(reads), writes))
+            out["kernels"].append((k, sum(reads), writes, len(reads) - sum(reads)))
             out["reads"] += sum(reads)
             out["writes"] += writes
             out["partial"] += (
@@ -384,11 +384,12 @@ def report(impl: str, text: str, n: int, verbose: bool, times: dict[str, float] 
         f"{len(s['kernels'])} of {len(kernels(text))} kernels"
         + ("" if times is None else f"; profiled: {sum(times.values()) * 1e3:.1f} ms per call")
     )
-    for k, reads, writes in s["kernels"] if verbose else ():
+    for k, reads, writes, part in s["kernels"] if verbose else ():
         kind = re.search(r"kind=(\w+)", k.instr.attrs)
         what = k.instr.op + (f"/{kind.group(1)}" if kind else "")
         ms = "" if times is None else f"{times.get(k.instr.name, 0.0) * 1e3:8.1f} ms"
         extra = "+".join(k.transcendental) + (" in place" if k.in_place else "")
+        extra += f" {part} partial read(s)" if part else ""
         print(f"    {k.instr.name:<36} {what:<16} reads {reads} writes {writes}{ms}  {extra}")
 
 
