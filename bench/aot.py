@@ -1,24 +1,13 @@
 """`python -m bench --target tpu-v5e|tpu-v6e|h100`: compile every case for an accelerator this
-machine does not have, and read what the compiler says it costs.
+machine does not have ("deviceless AOT", through libtpu or the CUDA plugin and `ptxas`), and
+read what the compiler says it costs. Nothing runs: the arguments are `ShapeDtypeStruct`s.
 
-XLA compiles for TPUs (through libtpu) and NVIDIA GPUs (through the CUDA plugin and `ptxas`)
-without the device ("deviceless AOT"). Nothing runs: the arguments are `ShapeDtypeStruct`s, so
-even the largest case allocates nothing. Per compiled program this records
-
-- bytes accessed: on TPU the compiler's own cost analysis; on GPU, where `cost_analysis()` gives
-  nothing ahead of time, our count from the optimised HLO (`bench.hlo_passes.kernels`: operands
-  and output of every kernel, gathers counting what they gather);
-- on TPU the compiler's estimated time (`optimal_seconds`); on GPU the bytes over the target's
-  memory bandwidth (a floor, not an estimate of the kernels);
-- scratch memory (`memory_analysis().temp_size_in_bytes`) and the number of kernels.
-
-Loop bodies (`scan`, `while`) are counted once, not per trip, by both counts: for
-`linear_cross_entropy`, which loops over chunks, only the memory figures mean anything.
-
-It needs the AOT environment (`make aot-env`, `.venv-aot`); started from another Python it
-re-executes itself with `.venv-aot/bin/python`. Results are cached on disk per (target, compiled
-program), keyed by a hash of the lowered program and the versions, so a rerun compiles only what
-changed (`--no-cache` to compile everything).
+Per program: bytes accessed (TPU: the compiler's cost analysis; GPU, which has none ahead of
+time: our count from the optimised HLO, `bench.hlo_passes.kernels`); the TPU compiler's time
+estimate, or on GPU the bytes over the memory bandwidth (a floor); scratch memory and kernels.
+Loop bodies are counted once, not per trip: for `linear_cross_entropy` only memory means
+anything. It needs `.venv-aot` (`make aot-env`) and re-executes itself with its Python. Results
+are cached on disk per (target, lowered program, versions); `--no-cache` compiles everything.
 """
 
 from __future__ import annotations
@@ -61,8 +50,6 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target("tpu-v5e", "tpu", "TPU v5e (v5 lite)", "v5e:2x2", "v5litepod-4"),
         Target("tpu-v6e", "tpu", "TPU v6e (Trillium)", "v6e:2x2", "v6e-4"),
-        Target("tpu-v5p", "tpu", "TPU v5p", "v5p:2x2x1", "v5p-8"),
-        Target("tpu-v4", "tpu", "TPU v4", "v4:2x2x1", "v4-8"),
         Target("h100", "cuda", "NVIDIA H100 SXM 80GB", target_config="h100_sxm.txtpb"),
     )
 }

@@ -114,9 +114,7 @@ def run_shape(shape: shape_table.Shape, dtype: str, args: argparse.Namespace) ->
         modes.remove("model_step")
         print(f"  {shape.label}: model_step skipped on CPU (--model-step-all runs it)", flush=True)
     logits = any(m != "model_step" for m in modes)
-    inputs = impls.make_inputs(
-        shape.batch, shape.classes, shape.hidden, dtype, args.seed, logits=logits
-    )
+    inputs = impls.make_inputs(shape.batch, shape.classes, shape.hidden, dtype, logits=logits)
     check = not args.no_errors
     ref = reference.Reference.of(inputs.x, inputs.y) if check and logits else None
     rows: list[dict[str, Any]] = []
@@ -263,8 +261,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--impls", nargs="+", choices=IMPLS)
     ap.add_argument("--min-rounds", type=int, default=3, help="timed rounds at least")
     ap.add_argument("--max-rounds", type=int, default=20)
-    ap.add_argument("--budget", type=float, help="seconds of timed rounds per case (1 quick, 6)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget", type=float, help="seconds of rounds per case (quick 1, else 6)")
     ap.add_argument("--no-errors", action="store_true", help="skip the float64 comparisons")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--small-limits", action="store_true", help="tests only: tiny limit arrays")
