@@ -84,16 +84,9 @@ def header(results: dict) -> list[str]:
         + ", ".join(f"{d} {v / 1e9:.0f} GFLOP/s" for d, v in lim["matmul_flops"].items())
         + f" (square, n={lim['matmul_n']})",
         "",
-        f"Columns: median over interleaved rounds (min-max); `x {_roles(results)[1]}` is the "
-        f"median over {_roles(results)[1]}'s; throughput is the fewest bytes the operation must "
-        "move (forward: read the logits once; value_and_grad: read them once and write the "
-        "gradient once) per second, or matmul FLOP/s for the model step; `% ref` is the time "
-        "at the binding reference rate (memory, fresh-output memory for value_and_grad's new "
-        "gradient array, exp or XLA matmul, named) over the median; `peak MiB` is argument + "
-        "output + temp - alias from the compiled executable's `memory_analysis()` (n/a for "
-        "torch); errors are max abs against float64 NumPy: loss per example (forward) or the "
-        "summed loss / batch; gradient w.r.t. the logits, or for the model step the larger of "
-        "dh and dW relative to their largest entry.",
+        f"Columns: median over interleaved rounds (min-max); `x {_roles(results)[1]}`: the median "
+        f"over {_roles(results)[1]}'s; the others are described in docs/benchmarks.md, 'What is "
+        "measured'.",
         "",
     ]
 
