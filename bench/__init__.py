@@ -1,5 +1,3 @@
-"""The jaxloss benchmark suite: `python -m bench` or `pytest bench --benchmark-only`.
-
-Outside the default test run on purpose. See `bench/runner.py` for the command line,
-`bench/shapes.py` for the cases.
+"""The jaxloss benchmark suite: `python -m bench` or `pytest bench --benchmark-only`; outside the
+default test run on purpose. `bench/runner.py` has the command line, `bench/shapes.py` the cases.
 """

@@ -1,6 +1,6 @@
-"""`python -m bench [--quick] [--out DIR] [--allocator default|tcmalloc|both] ...`: time on this
-machine. `python -m bench --target tpu-v5e|tpu-v6e|h100 ...`: compile for an accelerator without
-one and report the compiler's figures (`bench/aot.py`)."""
+"""`python -m bench [--quick] [--linear-ce] [--out DIR] ...`: time on this machine
+(`bench/runner.py`). `python -m bench --target tpu-v5e|tpu-v6e|h100 ...`: compile for an
+accelerator without one and report the compiler's figures (`bench/aot.py`)."""
 
 import sys
 

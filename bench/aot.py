@@ -1,24 +1,13 @@
 """`python -m bench --target tpu-v5e|tpu-v6e|h100`: compile every case for an accelerator this
-machine does not have, and read what the compiler says it costs.
+machine does not have ("deviceless AOT", through libtpu or the CUDA plugin and `ptxas`), and
+read what the compiler says it costs. Nothing runs: the arguments are `ShapeDtypeStruct`s.
 
-XLA compiles for TPUs (through libtpu) and NVIDIA GPUs (through the CUDA plugin and `ptxas`)
-without the device ("deviceless AOT"). Nothing runs: the arguments are `ShapeDtypeStruct`s, so
-even the largest case allocates nothing. Per compiled program this records
-
-- bytes accessed: on TPU the compiler's own cost analysis; on GPU, where `cost_analysis()` gives
-  nothing ahead of time, our count from the optimised HLO (`bench.hlo_passes.kernels`: operands
-  and output of every kernel, gathers counting what they gather);
-- on TPU the compiler's estimated time (`optimal_seconds`); on GPU the bytes over the target's
-  memory bandwidth (a floor, not an estimate of the kernels);
-- scratch memory (`memory_analysis().temp_size_in_bytes`) and the number of kernels.
-
-Loop bodies (`scan`, `while`) are counted once, not per trip, by both counts: for
-`linear_cross_entropy`, which loops over chunks, only the memory figures mean anything.
-
-It needs the AOT environment (`make aot-env`, `.venv-aot`); started from another Python it
-re-executes itself with `.venv-aot/bin/python`. Results are cached on disk per (target, compiled
-program), keyed by a hash of the lowered program and the versions, so a rerun compiles only what
-changed (`--no-cache` to compile everything).
+Per program: bytes accessed (TPU: the compiler's cost analysis; GPU, which has none ahead of
+time: our count from the optimised HLO, `bench.hlo_passes.kernels`); the TPU compiler's time
+estimate, or on GPU the bytes over the memory bandwidth (a floor); scratch memory and kernels.
+Loop bodies are counted once, not per trip: for `linear_cross_entropy` only memory means
+anything. It needs `.venv-aot` (`make aot-env`) and re-executes itself with its Python. Results
+are cached on disk per (target, lowered program, versions); `--no-cache` compiles everything.
 """
 
 from __future__ import annotations
@@ -36,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench import shapes as shape_table
 
@@ -61,8 +50,6 @@ TARGETS: dict[str, Target] = {
     for t in (
         Target("tpu-v5e", "tpu", "TPU v5e (v5 lite)", "v5e:2x2", "v5litepod-4"),
         Target("tpu-v6e", "tpu", "TPU v6e (Trillium)", "v6e:2x2", "v6e-4"),
-        Target("tpu-v5p", "tpu", "TPU v5p", "v5p:2x2x1", "v5p-8"),
-        Target("tpu-v4", "tpu", "TPU v4", "v4:2x2x1", "v4-8"),
         Target("h100", "cuda", "NVIDIA H100 SXM 80GB", target_config="h100_sxm.txtpb"),
     )
 }
@@ -72,57 +59,15 @@ MODES = ("forward", "value_and_grad")
 
 # --- the functions and their references -------------------------------------------------------
 
-#: How each argument kind is shaped: logits-like (batch, classes) or per-example (batch,).
-ARG_KINDS = {"logits": "x", "probs": "x", "log_probs": "x", "labels": "y"}
 
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """A public jaxloss function: its arguments (by kind) and the implementations it is
-    compared with, as (label, loader) pairs; the first is *the* reference."""
+class Recipe(NamedTuple):
+    """A public jaxloss function: its arguments (by kind), the labels of the implementations it
+    is compared with (the first is *the* reference, see `_load`), and the options its call
+    needs (its reference is written with the same values)."""
 
     args: tuple[str, ...]
-    refs: tuple[tuple[str, Callable[[], Callable]], ...]
-    #: Options the jaxloss call needs (its reference is written with the same values).
+    refs: tuple[str, ...]
     kwargs: tuple[tuple[str, Any], ...] = ()
-
-
-def _optax(name: str) -> Callable[[], Callable]:
-    def load() -> Callable:
-        import optax
-
-        return getattr(optax.losses, name)
-
-    return load
-
-
-def _jax_ref(name: str) -> Callable[[], Callable]:
-    def load() -> Callable:
-        import jax
-        import jax.numpy as jnp
-        from jax.scipy.special import logsumexp, xlogy
-
-        fns = {
-            "jax.scipy.special.logsumexp": lambda x: logsumexp(x, axis=-1),
-            "jax.nn.log_softmax": lambda x: jax.nn.log_softmax(x, axis=-1),
-            "jax.nn.softmax": lambda x: jax.nn.softmax(x, axis=-1),
-            "formula: -sum(xlogy(p, p))": lambda p: -jnp.sum(xlogy(p, p), axis=-1),
-            "formula: -sum(softmax * log_softmax)": _softmax_entropy,
-            "formula: -take_along_axis(log_probs, y)": lambda lp, y: (
-                -jnp.take_along_axis(lp, y[:, None], axis=-1)[:, 0]
-            ),
-            "formula: -(1 - p_y)^2 log p_y": _softmax_focal,
-            "formula: 0.9 t + 0.1 / K": lambda t: 0.9 * t + 0.1 / t.shape[-1],
-            "formula: optax.kl_divergence(log_softmax(s), softmax(t))": lambda s, t: _optax(
-                "kl_divergence"
-            )()(jax.nn.log_softmax(s, -1), jax.nn.softmax(t, -1)),
-            "formula: mean(argmax(x) == y)": lambda x, y: jnp.mean(
-                (jnp.argmax(x, -1) == y).astype(jnp.float32)
-            ),
-        }
-        return fns[name]
-
-    return load
 
 
 def _softmax_entropy(x: Any) -> Any:
@@ -141,61 +86,69 @@ def _softmax_focal(x: Any, y: Any) -> Any:
     return -((1 - jnp.exp(lp)) ** 2) * lp
 
 
-def _impl(name: str) -> Callable[[], Callable]:
-    def load() -> Callable:
-        from bench import impls
+def _load(label: str) -> Callable:
+    """The reference function a label names: `optax.<name>`, `autodiff`, `explicit`, or one
+    of the formulas below."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from jax.scipy.special import logsumexp, xlogy
 
-        return {"autodiff": impls.autodiff_loss, "explicit": impls.explicit_loss}[name]
+    from bench import impls
 
-    return load
-
-
-def _ref(label: str) -> tuple[str, Callable[[], Callable]]:
     if label.startswith("optax."):
-        return label, _optax(label.removeprefix("optax."))
-    if label in ("autodiff", "explicit"):
-        return label, _impl(label)
-    return label, _jax_ref(label)
+        return getattr(optax.losses, label.removeprefix("optax."))
+    return {
+        "autodiff": impls.autodiff_loss,
+        "explicit": impls.explicit_loss,
+        "jax.scipy.special.logsumexp": lambda x: logsumexp(x, axis=-1),
+        "jax.nn.log_softmax": lambda x: jax.nn.log_softmax(x, axis=-1),
+        "jax.nn.softmax": lambda x: jax.nn.softmax(x, axis=-1),
+        "formula: -sum(xlogy(p, p))": lambda p: -jnp.sum(xlogy(p, p), axis=-1),
+        "formula: -sum(softmax * log_softmax)": _softmax_entropy,
+        "formula: -take_along_axis(log_probs, y)": lambda lp, y: (
+            -jnp.take_along_axis(lp, y[:, None], axis=-1)[:, 0]
+        ),
+        "formula: -(1 - p_y)^2 log p_y": _softmax_focal,
+        "formula: 0.9 t + 0.1 / K": lambda t: 0.9 * t + 0.1 / t.shape[-1],
+        "formula: optax.kl_divergence(log_softmax(s), softmax(t))": lambda s, t: (
+            optax.losses.kl_divergence(jax.nn.log_softmax(s, -1), jax.nn.softmax(t, -1))
+        ),
+        "formula: mean(argmax(x) == y)": lambda x, y: jnp.mean(
+            (jnp.argmax(x, -1) == y).astype(jnp.float32)
+        ),
+    }[label]
 
 
-_OPTAX_INT = "optax.softmax_cross_entropy_with_integer_labels"
+_CE = ("optax.softmax_cross_entropy_with_integer_labels", "autodiff", "explicit")
 RECIPES: dict[str, Recipe] = {
-    "softmax_cross_entropy_with_integer_labels": Recipe(
-        ("logits", "labels"), (_ref(_OPTAX_INT), _ref("autodiff"), _ref("explicit"))
-    ),
-    "cross_entropy": Recipe(
-        ("logits", "labels"), (_ref(_OPTAX_INT), _ref("autodiff"), _ref("explicit"))
-    ),
-    "softmax_cross_entropy": Recipe(("logits", "probs"), (_ref("optax.softmax_cross_entropy"),)),
-    "kl_divergence": Recipe(("log_probs", "probs"), (_ref("optax.kl_divergence"),)),
+    "softmax_cross_entropy_with_integer_labels": Recipe(("logits", "labels"), _CE),
+    "cross_entropy": Recipe(("logits", "labels"), _CE),
+    "softmax_cross_entropy": Recipe(("logits", "probs"), ("optax.softmax_cross_entropy",)),
+    "kl_divergence": Recipe(("log_probs", "probs"), ("optax.kl_divergence",)),
     "kl_divergence_with_log_targets": Recipe(
-        ("log_probs", "log_probs"), (_ref("optax.kl_divergence_with_log_targets"),)
+        ("log_probs", "log_probs"), ("optax.kl_divergence_with_log_targets",)
     ),
-    "logsumexp": Recipe(("logits",), (_ref("jax.scipy.special.logsumexp"),)),
-    "log_softmax": Recipe(("logits",), (_ref("jax.nn.log_softmax"),)),
-    "softmax": Recipe(("logits",), (_ref("jax.nn.softmax"),)),
-    "entropy": Recipe(("probs",), (_ref("formula: -sum(xlogy(p, p))"),)),
-    "softmax_entropy": Recipe(("logits",), (_ref("formula: -sum(softmax * log_softmax)"),)),
-    "nll_loss": Recipe(("log_probs", "labels"), (_ref("formula: -take_along_axis(log_probs, y)"),)),
+    "logsumexp": Recipe(("logits",), ("jax.scipy.special.logsumexp",)),
+    "log_softmax": Recipe(("logits",), ("jax.nn.log_softmax",)),
+    "softmax": Recipe(("logits",), ("jax.nn.softmax",)),
+    "entropy": Recipe(("probs",), ("formula: -sum(xlogy(p, p))",)),
+    "softmax_entropy": Recipe(("logits",), ("formula: -sum(softmax * log_softmax)",)),
+    "nll_loss": Recipe(("log_probs", "labels"), ("formula: -take_along_axis(log_probs, y)",)),
     "sigmoid_binary_cross_entropy": Recipe(
-        ("logits", "probs"), (_ref("optax.sigmoid_binary_cross_entropy"),)
+        ("logits", "probs"), ("optax.sigmoid_binary_cross_entropy",)
     ),
     "binary_cross_entropy_with_logits": Recipe(
-        ("logits", "probs"), (_ref("optax.sigmoid_binary_cross_entropy"),)
+        ("logits", "probs"), ("optax.sigmoid_binary_cross_entropy",)
     ),
-    "sigmoid_focal_loss": Recipe(("logits", "probs"), (_ref("optax.sigmoid_focal_loss"),)),
-    "softmax_focal_loss": Recipe(("logits", "labels"), (_ref("formula: -(1 - p_y)^2 log p_y"),)),
-    "poly_loss_cross_entropy": Recipe(
-        ("logits", "probs"), (_ref("optax.poly_loss_cross_entropy"),)
-    ),
-    "smooth_labels": Recipe(
-        ("probs",), (_ref("formula: 0.9 t + 0.1 / K"),), kwargs=(("alpha", 0.1),)
-    ),
+    "sigmoid_focal_loss": Recipe(("logits", "probs"), ("optax.sigmoid_focal_loss",)),
+    "softmax_focal_loss": Recipe(("logits", "labels"), ("formula: -(1 - p_y)^2 log p_y",)),
+    "poly_loss_cross_entropy": Recipe(("logits", "probs"), ("optax.poly_loss_cross_entropy",)),
+    "smooth_labels": Recipe(("probs",), ("formula: 0.9 t + 0.1 / K",), (("alpha", 0.1),)),
     "softmax_kl_divergence": Recipe(
-        ("logits", "logits"),
-        (_ref("formula: optax.kl_divergence(log_softmax(s), softmax(t))"),),
+        ("logits", "logits"), ("formula: optax.kl_divergence(log_softmax(s), softmax(t))",)
     ),
-    "accuracy": Recipe(("logits", "labels"), (_ref("formula: mean(argmax(x) == y)"),)),
+    "accuracy": Recipe(("logits", "labels"), ("formula: mean(argmax(x) == y)",)),
 }
 #: Public functions that take no [.., K] array, so have nothing to compile against a reference
 #: at a logits shape: perplexity maps a (sum, count) pair of scalars to a scalar.
@@ -253,36 +206,22 @@ def device_for(target: Target) -> Any:
     return topo.devices[0]
 
 
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "nvidia-cuda-nvcc-cu12", "optax"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-def bandwidth(target: Target) -> float | None:
-    """The GPU's memory bandwidth in bytes/s, from its target description."""
-    if not target.target_config:
-        return None
-    for line in (TARGET_DIR / target.target_config).read_text().splitlines():
-        key, _, value = line.strip().partition(":")
-        if key == "memory_bandwidth":
-            return float(value)
-    return None
-
-
 class Compiler:
     """Compiles (function, arguments) for one target; memoised in-process and on disk."""
 
     def __init__(self, target: Target, cache_dir: Path | None) -> None:
-        self.target = target
-        self.device = device_for(target)
-        self.versions = versions()
-        self.bandwidth = bandwidth(target)
-        self.cache_dir = cache_dir
+        self.target, self.device, self.cache_dir = target, device_for(target), cache_dir
+        self.versions: dict[str, str | None] = {}
+        for dist in ("jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "nvidia-cuda-nvcc-cu12"):
+            try:
+                self.versions[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                self.versions[dist] = None
+        self.versions["optax"] = importlib.metadata.version("optax")
+        # A GPU's memory bandwidth in bytes/s, from its target description.
+        config = (TARGET_DIR / target.target_config).read_text() if target.target_config else ""
+        found = [ln.split(":")[1] for ln in config.splitlines() if "memory_bandwidth" in ln]
+        self.bandwidth = float(found[0]) if found else None
         self.memo: dict[tuple, dict[str, Any]] = {}
         self.compiled = self.cached = 0
         self.compile_s = 0.0  # lowering and compiling, each program once, in this run
@@ -329,23 +268,20 @@ class Compiler:
     def _facts(self, compiled: Any) -> dict[str, Any]:
         from bench import hlo_passes
 
-        out: dict[str, Any] = {}
-        text = compiled.as_text()
-        own = hlo_passes.kernel_summary(text)
-        out["kernels"] = own["kernels"]
-        out["bytes_counted"] = own["bytes_accessed"]
+        own = hlo_passes.kernel_summary(compiled.as_text())
+        out: dict[str, Any] = {"kernels": own["kernels"], "bytes_counted": own["bytes_accessed"]}
         cost = compiled.cost_analysis()
         if isinstance(cost, list | tuple):  # older jax: one dict per module
             cost = cost[0] if cost else None
-        if cost:
-            out["bytes_xla"] = _num(cost.get("bytes accessed"))
-            out["est_s"] = _num(cost.get("optimal_seconds"))
-            out["flops"] = _num(cost.get("flops"))
-            out["transcendentals"] = _num(cost.get("transcendentals"))
+        names = ("bytes accessed", "optimal_seconds", "flops", "transcendentals")
+        for key, name in zip(
+            ("bytes_xla", "est_s", "flops", "transcendentals"), names, strict=True
+        ):
+            if cost:
+                out[key] = _num(cost.get(name))
         # TPU: the compiler's own figure. GPU (no cost analysis ahead of time): our count.
-        out["bytes"] = (
-            out.get("bytes_xla") if out.get("bytes_xla") is not None else own["bytes_accessed"]
-        )
+        xla = out.get("bytes_xla")
+        out["bytes"] = xla if xla is not None else own["bytes_accessed"]
         if self.bandwidth and out.get("est_s") is None:
             out["floor_s"] = out["bytes"] / self.bandwidth
         m = compiled.memory_analysis()
@@ -358,31 +294,30 @@ def _num(v: Any) -> float | None:
     return None if v is None or v < 0 else float(v)
 
 
-def _summed(fn: Callable) -> Callable:
-    import jax.numpy as jnp
-
-    return lambda *a: jnp.sum(fn(*a), dtype=jnp.float32)
-
-
 def program(fn: Callable, mode: str, argnums: int | tuple[int, ...] = 0) -> Callable:
     """The function compiled for `mode`: the loss, or value_and_grad of its float32 sum (the
     gradient w.r.t. the first argument)."""
     import jax
+    import jax.numpy as jnp
 
     if mode == "forward":
         return fn
-    if mode == "value_and_grad":
-        return jax.value_and_grad(_summed(fn), argnums=argnums)
-    raise ValueError(f"unknown mode {mode!r}")
-
-
-def _explicit_vag() -> Callable:
-    from bench import impls
-
-    return impls.explicit_value_and_grad
+    return jax.value_and_grad(lambda *a: jnp.sum(fn(*a), dtype=jnp.float32), argnums=argnums)
 
 
 # --- the cases ----------------------------------------------------------------------------------
+
+
+def _cases(name: str, alternatives: bool) -> list[tuple[str, str, Callable[[], Callable]]]:
+    """(label, role, loader) of jaxloss's `name` and what it is compared with."""
+    import jaxloss
+
+    recipe = RECIPES[name]
+    mine = functools.partial(getattr(jaxloss, name), **dict(recipe.kwargs))
+    refs = recipe.refs if alternatives else recipe.refs[:1]
+    roles = ["reference"] + ["alternative"] * (len(refs) - 1)
+    cases = [("jaxloss", "jaxloss", lambda: mine)]
+    return cases + [(r, role, lambda r=r: _load(r)) for r, role in zip(refs, roles, strict=True)]
 
 
 def run(
@@ -396,64 +331,46 @@ def run(
 ) -> list[dict[str, Any]]:
     import jax.numpy as jnp
 
-    import jaxloss
+    from bench import impls
 
     rows: list[dict[str, Any]] = []
-    for shape in shapes:
-        for dtype in dtypes:
-            dt = jnp.dtype(dtype)
-            big = compiler.sds((shape.batch, shape.classes), dt)
-            small = compiler.sds((shape.batch,), jnp.int32)
-            logits_bytes = shape.elements * dt.itemsize
-            base = {
-                "shape": shape.name,
-                "batch": shape.batch,
-                "classes": shape.classes,
-                "dtype": dtype,
-                "logits_bytes": logits_bytes,
-            }
-            for mode in modes:
-                for name in functions:
-                    if name == LINEAR:
-                        rows += _linear_rows(compiler, shape, dt, mode, base, log)
-                        continue
-                    recipe = RECIPES.get(name)
-                    if recipe is None:
-                        err = "no recipe in bench/aot.py: add one to RECIPES"
-                        rows.append({**base, "mode": mode, "function": name, "error": err})
-                        rows[-1].update(impl="jaxloss", role="jaxloss")
-                        continue
-                    args = tuple(small if ARG_KINDS[a] == "y" else big for a in recipe.args)
-                    impls = [
-                        (
-                            "jaxloss",
-                            lambda n=name, kw=recipe.kwargs: functools.partial(
-                                getattr(jaxloss, n), **dict(kw)
-                            ),
-                        )
-                    ]
-                    impls += list(recipe.refs if alternatives else recipe.refs[:1])
-                    for k, (label, load) in enumerate(impls):
-                        role = "jaxloss" if k == 0 else ("reference" if k == 1 else "alternative")
-                        key = (name if k == 0 else label, shape.name, dtype, mode)
-                        row = {**base, "mode": mode, "function": name}
-                        row.update(impl=label, role=role)
-                        try:
-                            if label == "explicit" and mode == "value_and_grad":
-                                fn = _explicit_vag()
-                            else:
-                                fn = program(load(), mode)
-                            row.update(compiler.measure(key, fn, args))
-                            row["bytes_per_B"] = row["bytes"] / logits_bytes
-                        except Exception as e:  # one broken function must not stop the table
-                            row["error"] = f"{type(e).__name__}: {e}"[:500]
-                        rows.append(row)
-                    log(_progress(rows[-len(impls) :]))
+    for shape, dtype, mode, name in (
+        (s, d, m, n) for s in shapes for d in dtypes for m in modes for n in functions
+    ):
+        dt = jnp.dtype(dtype)
+        big = compiler.sds((shape.batch, shape.classes), dt)
+        small = compiler.sds((shape.batch,), jnp.int32)
+        base = {"shape": shape.name, "batch": shape.batch, "classes": shape.classes}
+        base.update(dtype=dtype, logits_bytes=shape.elements * dt.itemsize)
+        base.update(mode=mode, function=name)
+        if name == LINEAR:
+            rows += _linear_rows(compiler, shape, dt, base, log)
+            continue
+        if name not in RECIPES:
+            err = "no recipe in bench/aot.py: add one to RECIPES"
+            rows.append({**base, "error": err, "impl": "jaxloss", "role": "jaxloss"})
+            continue
+        args = tuple(small if a == "labels" else big for a in RECIPES[name].args)
+        cases = _cases(name, alternatives)
+        for label, role, load in cases:
+            row = {**base, "impl": label, "role": role}
+            key = (name if role == "jaxloss" else label, shape.name, dtype, mode)
+            try:
+                if label == "explicit" and mode == "value_and_grad":
+                    fn = impls.explicit_value_and_grad
+                else:
+                    fn = program(load(), mode)
+                row.update(compiler.measure(key, fn, args))
+                row["bytes_per_B"] = row["bytes"] / row["logits_bytes"]
+            except Exception as e:  # one broken function must not stop the table
+                row["error"] = f"{type(e).__name__}: {e}"[:500]
+            rows.append(row)
+        log(_progress(rows[-len(cases) :]))
     return rows
 
 
 def _linear_rows(
-    compiler: Compiler, shape: shape_table.Shape, dt: Any, mode: str, base: dict, log: Callable
+    compiler: Compiler, shape: shape_table.Shape, dt: Any, base: dict, log: Callable
 ) -> list[dict[str, Any]]:
     import jax.numpy as jnp
 
@@ -462,21 +379,19 @@ def _linear_rows(
     h = compiler.sds((shape.batch, shape.hidden), dt)
     w = compiler.sds((shape.hidden, shape.classes), dt)
     y = compiler.sds((shape.batch,), jnp.int32)
-    fused = jaxloss.linear_cross_entropy
 
     def unfused(h: Any, w: Any, y: Any) -> Any:
         return jaxloss.cross_entropy(h @ w, y)
 
     rows = []
-    for label, fn, role in (("jaxloss", fused, "jaxloss"), ("unfused", unfused, "reference")):
-        row = {**base, "mode": mode, "function": LINEAR, "impl": label, "role": role}
-        row.update(hidden=shape.hidden, memory_only=True)
-        try:
-            # The model step: gradients w.r.t. hidden and weight, as in training.
-            prog = program(fn, mode, argnums=(0, 1))
-            row.update(
-                compiler.measure((LINEAR, label, shape.name, str(dt), mode), prog, (h, w, y))
-            )
+    for label, fn, role in (
+        ("jaxloss", jaxloss.linear_cross_entropy, "jaxloss"),
+        ("unfused", unfused, "reference"),
+    ):
+        row = {**base, "impl": label, "role": role, "hidden": shape.hidden, "memory_only": True}
+        key = (LINEAR, label, shape.name, str(dt), base["mode"])
+        try:  # the model step: gradients w.r.t. hidden and weight, as in training
+            row.update(compiler.measure(key, program(fn, base["mode"], (0, 1)), (h, w, y)))
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {e}"[:500]
         rows.append(row)
@@ -486,15 +401,12 @@ def _linear_rows(
 
 def _progress(rows: list[dict[str, Any]]) -> str:
     r = rows[0]
-    parts = []
-    for row in rows:
-        if "error" in row:
-            parts.append(f"{row['impl']}: ERROR")
-        else:
-            parts.append(
-                f"{row['impl']} {row['bytes'] / r['logits_bytes']:.2f}B "
-                f"{_mib(row['temp_bytes'])}MiB"
-            )
+    parts = [
+        f"{x['impl']}: ERROR"
+        if "error" in x
+        else f"{x['impl']} {x['bytes'] / r['logits_bytes']:.2f}B {_mib(x['temp_bytes'])}MiB"
+        for x in rows
+    ]
     return f"{r['shape']} {r['dtype']} {r['mode']} {r['function']}: " + "; ".join(parts)
 
 
@@ -648,18 +560,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--dtypes", nargs="+", default=list(shape_table.DTYPES))
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--functions", nargs="+", default=None, help="default: jaxloss.__all__")
-    ap.add_argument(
-        "--no-alternatives",
-        action="store_true",
-        help="compare with the reference only (not plain autodiff / the explicit formula)",
-    )
+    ap.add_argument("--no-alternatives", action="store_true", help="the reference only")
     ap.add_argument("--out", default="bench/out/aot", help="writes <target>.json, <target>.md")
     ap.add_argument("--cache", default="bench/out/aot/cache", help="on-disk result cache")
     ap.add_argument("--no-cache", action="store_true")
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument(
-        "--render", action="store_true", help="only rewrite <target>.md from <target>.json"
-    )
+    ap.add_argument("--render", action="store_true", help="<target>.md from <target>.json")
     args = ap.parse_args(argv)
     args.shapes = args.shapes or list(shape_table.FULL)
     shape_table.get(args.shapes)
@@ -677,45 +583,32 @@ def main(argv: list[str] | None = None) -> int:
     target = TARGETS[args.target]
     setup_environment(target)
     started = time.time()
-    from bench.runner import _git_state
+    from bench.runner import git_state
 
-    cache = None if args.no_cache else Path(args.cache) / target.name
-    compiler = Compiler(target, cache)
-    functions = args.functions or public_functions()
+    compiler = Compiler(target, None if args.no_cache else Path(args.cache) / target.name)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     rows = run(
-        compiler,
-        shape_table.get(args.shapes),
-        args.dtypes,
-        args.modes,
-        functions,
-        alternatives=not args.no_alternatives,
-        log=(lambda s: None) if args.quiet else (lambda s: print(s, flush=True)),
-    )
+        compiler, shape_table.get(args.shapes), args.dtypes, args.modes,
+        args.functions or public_functions(), not args.no_alternatives, log,
+    )  # fmt: skip
     results = {
         "target": dataclasses.asdict(target),
         "device_kind": getattr(compiler.device, "device_kind", "?"),
         "versions": compiler.versions,
         "python": platform.python_version(),
-        "git": _git_state(str(ROOT / "jaxloss")),
+        "git": git_state(str(ROOT / "jaxloss")),
         "command": "python -m bench " + " ".join(argv),
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
         "wall_s": time.time() - started,
-        "compiled": compiler.compiled,
-        "cached": compiler.cached,
-        "compile_s": compiler.compile_s,
-        "compile_s_all": compiler.compile_s_all,
+        **{k: getattr(compiler, k) for k in ("compiled", "cached", "compile_s", "compile_s_all")},
         "rows": rows,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{target.name}.json").write_text(json.dumps(results, indent=1))
-    (out / f"{target.name}.md").write_text(markdown(results))
-    print(
-        f"{target.name}: {len(rows)} rows, {compiler.compiled} compiled "
-        f"({results['compile_s']:.0f} s), {compiler.cached} cached, {results['wall_s']:.0f} s; "
-        f"wrote {out / (target.name + '.json')}, {out / (target.name + '.md')}",
-        flush=True,
-    )
+    out = Path(args.out) / f"{target.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(markdown(results))
+    print(f"{target.name}: {len(rows)} rows, {compiler.compiled} compiled, {compiler.cached} "
+          f"cached, {results['wall_s']:.0f} s; wrote {out} and its .md", flush=True)  # fmt: skip
     # A reference that does not compile is a finding, not a failure of the run (Optax's
     # sigmoid_focal_loss value_and_grad at 4096×128256 f32 needs 21.5 GB of scratch, more than a
     # TPU v5e's 16 GB); a jaxloss row that does not compile is.

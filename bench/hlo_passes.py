@@ -1,22 +1,15 @@
-"""Count the passes over the logits in each implementation's optimised HLO.
+"""Count the passes over the logits in each implementation's optimised HLO, and the bytes.
 
     python -m bench.hlo_passes [--shape lm-32k] [--dtype float32] [--mode value_and_grad]
-                               [--impls ...] [--verbose]
+                               [--impls ...] [--quiet] [--dump DIR] [--profile]
 
-Compiles each implementation (without running it or allocating its inputs) and reads
-`jax.jit(f).lower(...).compile().as_text()`. Every top-level op (in the entry computation, or in
-the body of a while/call/conditional it runs) that reads or writes an array with as many
-elements as the logits is listed: a read per such operand, a write per such output. A fused
-gather that picks one element per row (the label's logit), or a scatter/dynamic-update-slice that
-updates one element per row in place, touches only `batch` elements: it is listed as *partial*
-and not counted as a pass. `exp`/`log` name the transcendental ops applied to logits-sized values
-inside the fusion, which on a CPU can cost more than its memory traffic.
-
-Passes = full reads + full writes. The fewest possible for value_and_grad is 2: read the logits
-once, write the gradient once.
-
-`kernels` / `kernel_summary` count bytes instead of passes, over every kernel whatever its size:
-the figure `bench/aot.py` reports for GPUs, whose compiler gives no cost analysis ahead of time.
+Compiles each implementation without running it and reads the optimised HLO. `kernels` lists
+every kernel (a top-level op of the entry computation, or of a while/call/conditional body it
+runs, each body once) with the bytes it reads and writes: the figure `bench/aot.py` reports for
+GPUs, whose compiler gives no cost analysis ahead of time. `passes` counts, among those, the full
+reads and writes of logits-sized arrays: a gather that picks the label's logit, or an in-place
+update of one element per row, is *partial*, not a pass. The fewest for value_and_grad is 2:
+read the logits once, write the gradient once.
 """
 
 from __future__ import annotations
@@ -25,31 +18,20 @@ import argparse
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 _SKIP = {
-    "parameter",
-    "constant",
-    "tuple",
-    "get-tuple-element",
-    "bitcast",
-    "opt-barrier",
-    "after-all",
-    "partition-id",
-    "replica-id",
-    "iota",
-}
+    "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "opt-barrier",
+    "after-all", "partition-id", "replica-id", "iota",
+}  # fmt: skip
 _CONTROL = {"while", "call", "conditional", "async-start", "async-done"}
 _PARTIAL_READERS = {"gather", "dynamic-slice", "slice"}
 _IN_PLACE = {"scatter", "dynamic-update-slice"}
 _TRANSCENDENTAL = {
-    "exponential": "exp",
-    "exponential-minus-one": "expm1",
-    "log": "log",
-    "log-plus-one": "log1p",
-    "tanh": "tanh",
-    "logistic": "logistic",
-}
+    "exponential": "exp", "exponential-minus-one": "expm1", "log": "log",
+    "log-plus-one": "log1p", "tanh": "tanh", "logistic": "logistic",
+}  # fmt: skip
 _ARRAY = re.compile(r"([a-z]+\d*(?:e\d+m\d+\w*)?)\[([\d,]*)\]")
 
 
@@ -155,23 +137,25 @@ def _called(attrs: str, key: str) -> list[str]:
     return out
 
 
-@dataclass
-class Access:
-    instr: Instr
-    reads: int = 0
-    writes: int = 0
-    partial: list[str] = field(default_factory=list)
-    transcendental: list[str] = field(default_factory=list)
+def _users(comp: Computation) -> dict[str, list[Instr]]:
+    users: dict[str, list[Instr]] = {}
+    for i in comp.instrs:
+        for o in i.operands:
+            users.setdefault(o, []).append(i)
+    return users
 
 
 def _param_index(comp: Computation) -> dict[str, int]:
     out = {}
     for i in comp.instrs:
-        if i.op == "parameter":
-            m = re.match(r"\s*(\d+)", ",".join(i.operands))
-            if m:
-                out[i.name] = int(m.group(1))
+        m = re.match(r"\s*(\d+)", ",".join(i.operands)) if i.op == "parameter" else None
+        if m:
+            out[i.name] = int(m.group(1))
     return out
+
+
+_CALLED = ("body", "condition", "to_apply", "calls", "branch_computations")
+_CALLED += ("true_computation", "false_computation")
 
 
 def _ops(text: str):
@@ -179,8 +163,7 @@ def _ops(text: str):
     module: those of the entry computation and of the bodies of the while/call/conditional ops
     it runs (each body once, not per trip), control-flow ops themselves left out."""
     comps = parse_module(text)
-    entry = next(c for c in comps.values() if c.entry)
-    todo, seen = [entry], set()
+    todo, seen = [next(c for c in comps.values() if c.entry)], set()
     while todo:
         comp = todo.pop(0)
         if comp.name in seen:
@@ -189,95 +172,9 @@ def _ops(text: str):
         shapes = {i.name: i.shape for i in comp.instrs}
         for ins in comp.instrs:
             if ins.op in _CONTROL:
-                for key in (
-                    "body",
-                    "condition",
-                    "to_apply",
-                    "calls",
-                    "branch_computations",
-                    "true_computation",
-                    "false_computation",
-                ):
-                    todo += [comps[c] for c in _called(ins.attrs, key) if c in comps]
+                todo += [comps[c] for key in _CALLED for c in _called(ins.attrs, key) if c in comps]
                 continue
             yield comps, comp.name, shapes, ins
-
-
-def accesses(text: str, n: int) -> list[Access]:
-    """The top-level ops of an HLO module that read or write `n`-element arrays."""
-    result = []
-    for comps, _, shapes, ins in _ops(text):
-        if ins.op in _SKIP:
-            continue
-        acc = Access(ins)
-        partial_idx: set[int] = set()
-        in_place = False
-        if ins.op == "fusion":
-            for c in _called(ins.attrs, "calls"):
-                if c in comps:
-                    fused = comps[c]
-                    idx = _param_index(fused)
-                    pp, in_place, acc.transcendental = _fusion_details_indexed(fused, n, idx)
-                    partial_idx = pp
-        elif ins.op in _PARTIAL_READERS:
-            partial_idx = {0}
-        elif ins.op in _IN_PLACE:
-            partial_idx, in_place = {0}, True
-        for k, o in enumerate(ins.operands):
-            if n in elements(shapes.get(o, "")):
-                if k in partial_idx:
-                    acc.partial.append(f"read {o}")
-                else:
-                    acc.reads += 1
-        outs = elements(ins.shape).count(n)
-        if in_place and outs:
-            acc.partial.append("write in place")
-        else:
-            acc.writes += outs
-        if acc.reads or acc.writes or acc.partial:
-            result.append(acc)
-    return result
-
-
-def _fusion_details_indexed(
-    comp: Computation, n: int, idx: dict[str, int]
-) -> tuple[set[int], bool, list[str]]:
-    """Parameters read only partially, whether the root updates in place, exp/log ops.
-
-    A parameter is read partially when every path from it ends in a gather/slice that picks
-    fewer than `n` elements (through elementwise ops, which a loop fusion evaluates only where
-    the gather asks), or in the in-place operand of a scatter/dynamic-update-slice.
-    """
-    users: dict[str, list[Instr]] = {}
-    for i in comp.instrs:
-        for o in i.operands:
-            users.setdefault(o, []).append(i)
-
-    def only_partial(name: str, depth: int = 0) -> bool:
-        us = users.get(name, [])
-        if not us or depth > 50:
-            return False
-        for u in us:
-            small = max(elements(u.shape), default=0) < n
-            if u.op in _PARTIAL_READERS and u.operands[0] == name and small:
-                continue
-            if u.op in _IN_PLACE and u.operands[0] == name:
-                continue
-            if u.root or n not in elements(u.shape) or u.op in ("reduce", "reduce-window"):
-                return False
-            if not only_partial(u.name, depth + 1):
-                return False
-        return True
-
-    partial = {k for name, k in idx.items() if only_partial(name)}
-    root = next((i for i in comp.instrs if i.root), None)
-    in_place = bool(root and root.op in _IN_PLACE)
-    trans = [
-        _TRANSCENDENTAL[i.op]
-        for i in comp.instrs
-        if i.op in _TRANSCENDENTAL and n in elements(i.shape)
-    ]
-    return partial, in_place, trans
 
 
 # --- bytes per kernel, for targets whose compiler gives no cost analysis (XLA:GPU AOT) -----
@@ -305,15 +202,16 @@ class Kernel:
     computation: str
     read: int  # bytes
     written: int
+    #: (shape, bytes read) per operand: fewer bytes than the shape's when read only in part.
+    operands: list[tuple[str, int]] = field(default_factory=list)
+    in_place: bool = False  # its output updates an operand's buffer
+    transcendental: list[str] = field(default_factory=list)  # per-element exp, log, ... ops
 
 
 def _partial_read_bytes(comp: Computation, param: str) -> int:
     """Bytes a fusion reads of `param` when only gathers/slices of it (through elementwise ops)
     are used: the sizes of those partial reads, found by walking the users."""
-    users: dict[str, list[Instr]] = {}
-    for i in comp.instrs:
-        for o in i.operands:
-            users.setdefault(o, []).append(i)
+    users = _users(comp)
     total, todo, seen = 0, [param], set()
     while todo:
         name = todo.pop()
@@ -345,7 +243,7 @@ def kernels(text: str) -> list[Kernel]:
         if ins.op in _NO_KERNEL:
             continue
         op_bytes = [nbytes(shapes.get(o, "")) for o in ins.operands]
-        written = nbytes(ins.shape)
+        written, in_place, trans = nbytes(ins.shape), ins.op in _IN_PLACE, []
         if ins.op == "fusion":
             fused = next((comps[c] for c in _called(ins.attrs, "calls") if c in comps), None)
             if fused is not None:
@@ -358,13 +256,16 @@ def kernels(text: str) -> list[Kernel]:
                 if root is not None and root.op in _IN_PLACE:
                     # The output aliases the updated operand: only the update is written.
                     upd = root.operands[2 if root.op == "scatter" else 1]
-                    written = nbytes(_shape_of(fused, upd))
+                    written, in_place = nbytes(_shape_of(fused, upd)), True
+                trans = [_TRANSCENDENTAL[i.op] for i in fused.instrs if i.op in _TRANSCENDENTAL]
         elif ins.op in _PARTIAL_READERS and op_bytes:
             op_bytes[0] = written
-        elif ins.op in _IN_PLACE and op_bytes:
+        elif in_place and op_bytes:
             op_bytes[0] = 0
             written = sum(op_bytes[2:]) if ins.op == "scatter" else op_bytes[1]
-        out.append(Kernel(ins, comp_name, sum(op_bytes), written))
+        shapes_in = [shapes.get(o, "") for o in ins.operands]
+        operands = list(zip(shapes_in, op_bytes, strict=True))
+        out.append(Kernel(ins, comp_name, sum(op_bytes), written, operands, in_place, trans))
     return out
 
 
@@ -373,10 +274,7 @@ def _shape_of(comp: Computation, name: str) -> str:
 
 
 def _only_partial(comp: Computation, param: str) -> bool:
-    users: dict[str, list[Instr]] = {}
-    for i in comp.instrs:
-        for o in i.operands:
-            users.setdefault(o, []).append(i)
+    users = _users(comp)
 
     def walk(name: str, depth: int) -> bool:
         us = users.get(name, [])
@@ -407,15 +305,23 @@ def kernel_summary(text: str) -> dict[str, int]:
     }
 
 
-def summarize(acc: list[Access]) -> dict[str, int]:
-    return {
-        "reads": sum(a.reads for a in acc),
-        "writes": sum(a.writes for a in acc),
-        "passes": sum(a.reads + a.writes for a in acc),
-        "partial": sum(len(a.partial) for a in acc),
-        "ops": len(acc),
-        "exp": sum(a.transcendental.count("exp") for a in acc),
-    }
+def passes(text: str, n: int) -> dict[str, Any]:
+    """Full reads and writes of `n`-element arrays by the kernels of an HLO module: one pass
+    each. An operand read only through a gather or slice, or updated in place, is *partial*."""
+    out: dict[str, Any] = {"reads": 0, "writes": 0, "partial": 0, "exp": 0, "kernels": []}
+    for k in kernels(text):
+        reads = [b == nbytes(sh) for sh, b in k.operands if n in elements(sh)]
+        writes = 0 if k.in_place else elements(k.instr.shape).count(n)
+        if reads or writes:
+            out["kernels"].append((k, sum(reads), writes, len(reads) - sum(reads)))
+            out["reads"] += sum(reads)
+            out["writes"] += writes
+            out["partial"] += (
+                len(reads) - sum(reads) + (k.in_place and n in elements(k.instr.shape))
+            )
+            out["exp"] += k.transcendental.count("exp")
+    out["passes"] = out["reads"] + out["writes"]
+    return out
 
 
 def compiled_text(impl: str, mode: str, batch: int, classes: int, hidden: int, dtype: str) -> str:
@@ -447,7 +353,6 @@ def profile_ops(impl: str, mode: str, shape: Any, dtype: str, calls: int = 3) ->
     import gzip
     import json
     import tempfile
-    from pathlib import Path
 
     import jax
 
@@ -471,59 +376,36 @@ def profile_ops(impl: str, mode: str, shape: Any, dtype: str, calls: int = 3) ->
     return total
 
 
-def report(
-    impl: str, text: str, n: int, verbose: bool = True, times: dict[str, float] | None = None
-) -> dict[str, int]:
-    acc = accesses(text, n)
-    s = summarize(acc)
+def report(impl: str, text: str, n: int, verbose: bool, times: dict[str, float] | None) -> None:
+    s = passes(text, n)
     print(
         f"{impl}: {s['passes']} passes over logits-sized arrays ({s['reads']} reads, "
-        f"{s['writes']} writes), {s['partial']} partial, {s['exp']} exp over them, "
-        f"in {s['ops']} ops"
+        f"{s['writes']} writes), {s['partial']} partial, {s['exp']} exp, in "
+        f"{len(s['kernels'])} of {len(kernels(text))} kernels"
+        + ("" if times is None else f"; profiled: {sum(times.values()) * 1e3:.1f} ms per call")
     )
-    if times is not None:
-        comps = parse_module(text)
-        entry = next(c for c in comps.values() if c.entry)
-        ops = [(times[i.name], i.name) for i in entry.instrs if i.name in times]
-        whole = sum(t for t, _ in ops)
-        print(
-            f"    profiled: {whole * 1e3:.1f} ms per call in the entry computation's ops; "
-            "most expensive: "
-            + ", ".join(f"{name} {t * 1e3:.1f} ms" for t, name in sorted(ops, reverse=True)[:4])
-        )
-    if verbose:
-        for a in acc:
-            kind = re.search(r"kind=(\w+)", a.instr.attrs)
-            what = a.instr.op + (f"/{kind.group(1)}" if kind else "")
-            extra = []
-            if a.transcendental:
-                extra.append("+".join(a.transcendental))
-            if a.partial:
-                extra.append("partial: " + ", ".join(a.partial))
-            ms = "" if times is None else f"{times.get(a.instr.name, 0.0) * 1e3:8.1f} ms"
-            print(
-                f"    {a.instr.name:<36} {what:<16} reads {a.reads} writes {a.writes}{ms}"
-                + (f"  [{'; '.join(extra)}]" if extra else "")
-            )
-    return s
+    for k, reads, writes, part in s["kernels"] if verbose else ():
+        kind = re.search(r"kind=(\w+)", k.instr.attrs)
+        what = k.instr.op + (f"/{kind.group(1)}" if kind else "")
+        ms = "" if times is None else f"{times.get(k.instr.name, 0.0) * 1e3:8.1f} ms"
+        extra = "+".join(k.transcendental) + (" in place" if k.in_place else "")
+        extra += f" {part} partial read(s)" if part else ""
+        print(f"    {k.instr.name:<36} {what:<16} reads {reads} writes {writes}{ms}  {extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
     from bench import shapes
-    from bench.impls import IMPLS, Unavailable
+    from bench.impls import IMPLS, LINEAR_ONLY, Unavailable
 
     ap = argparse.ArgumentParser(prog="python -m bench.hlo_passes", description=__doc__)
     ap.add_argument("--shape", default="lm-32k", choices=list(shapes.SHAPES))
     ap.add_argument("--dtype", default="float32", choices=shapes.DTYPES)
     ap.add_argument("--mode", default="value_and_grad", choices=shapes.MODES)
-    ap.add_argument("--impls", nargs="+", default=[i for i in IMPLS if i != "torch"])
+    jax_impls = [i for i in IMPLS if not i.startswith("torch")]
+    ap.add_argument("--impls", nargs="+", default=[i for i in jax_impls if i not in LINEAR_ONLY])
     ap.add_argument("--quiet", action="store_true", help="counts only, no per-op listing")
     ap.add_argument("--dump", help="folder to write each implementation's HLO text into")
-    ap.add_argument(
-        "--profile",
-        action="store_true",
-        help="also run each one under the JAX profiler and time every op (allocates the inputs)",
-    )
+    ap.add_argument("--profile", action="store_true", help="also time each op (runs it)")
     args = ap.parse_args(argv)
     s = shapes.SHAPES[args.shape]
     print(f"{args.mode} at {s.label} {args.dtype}: ops touching arrays of {s.elements} elements")
@@ -534,12 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{impl}: unavailable ({e})")
             continue
         if args.dump:
-            from pathlib import Path
-
-            Path(args.dump).mkdir(parents=True, exist_ok=True)
-            (Path(args.dump) / f"{impl}_{args.mode}_{s.label}_{args.dtype}.hlo.txt").write_text(
-                text
-            )
+            dump = Path(args.dump) / f"{impl}_{args.mode}_{s.label}_{args.dtype}.hlo.txt"
+            dump.parent.mkdir(parents=True, exist_ok=True)
+            dump.write_text(text)
         times = profile_ops(impl, args.mode, s, args.dtype) if args.profile else None
         report(impl, text, s.elements, verbose=not args.quiet, times=times)
     return 0

@@ -1,10 +1,9 @@
 """The float64 NumPy reference, and the errors of an implementation's outputs against it.
 
-The inputs are rounded to their dtype first (bf16 logits are bf16 values), then upcast exactly to
-float64, so an error measures the implementation, not the rounding of its inputs. Everything runs
-over blocks of rows: a float64 copy of 4096 x 128256 logits alone would be 4 GiB. The reference
-keeps only per-row values (log-sum-exp, loss) and, for the model step, the gradients w.r.t. h
-and W; the gradient w.r.t. the logits is recomputed block by block when it is compared.
+The inputs are rounded to their dtype first, then upcast exactly to float64, so an error measures
+the implementation, not the rounding of its inputs. Everything runs over blocks of rows (a
+float64 copy of 4096 x 128256 logits alone would be 4 GiB): the reference keeps per-row values
+and, for the model step, the gradients w.r.t. h and W.
 """
 
 from __future__ import annotations
@@ -25,10 +24,7 @@ def rows_f64(a: Any, start: int, stop: int) -> np.ndarray:
 
 
 def host(a: Any) -> Any:
-    """A host-side view to slice rows from: NumPy for JAX arrays, the tensor itself for torch."""
-    if hasattr(a, "detach"):
-        return a.detach().to("cpu")
-    return np.asarray(a)
+    return a.detach().to("cpu") if hasattr(a, "detach") else np.asarray(a)
 
 
 def _blocks(batch: int, classes: int):
@@ -55,33 +51,27 @@ class Reference:
     @classmethod
     def of(cls, x: Any, y: Any) -> Reference:
         xh, yh = host(x), np.asarray(y).astype(np.int64)
-        batch, classes = xh.shape
-        lse = np.empty(batch)
-        loss = np.empty(batch)
-        for a, b in _blocks(batch, classes):
+        lse, loss = np.empty(len(yh)), np.empty(len(yh))
+        for a, b in _blocks(*xh.shape):
             xb = rows_f64(xh, a, b)
             lse[a:b] = _lse(xb)
             loss[a:b] = lse[a:b] - xb[np.arange(b - a), yh[a:b]]
         return cls(xh, yh, lse, loss)
 
-    def loss_error(self, loss: Any) -> float:
-        """Max absolute error of per-example losses."""
-        return float(np.max(np.abs(rows_f64(host(loss), 0, len(self.loss)) - self.loss)))
-
-    def sum_error(self, value: Any) -> float:
-        """Absolute error of a summed loss, divided by the batch (the error of the mean)."""
-        return abs(float(value) - float(self.loss.sum())) / len(self.loss)
-
-    def grad_error(self, grad: Any) -> float:
-        """Max absolute error of the gradient w.r.t. the logits, softmax - one_hot."""
-        g = host(grad)
-        batch, classes = self.x.shape
-        worst = 0.0
-        for a, b in _blocks(batch, classes):
+    def errors(self, mode: str, out: Any) -> dict[str, float | None]:
+        """forward: max abs error per example; value_and_grad: the sum's error over the batch,
+        and the max abs error of the gradient, softmax - one_hot."""
+        if mode == "forward":
+            err = np.max(np.abs(rows_f64(host(out), 0, len(self.loss)) - self.loss))
+            return {"loss_err": float(err), "grad_err": None}
+        value, grad = out
+        g, worst = host(grad), 0.0
+        for a, b in _blocks(*self.x.shape):
             p = np.exp(rows_f64(self.x, a, b) - self.lse[a:b, None])
             p[np.arange(b - a), self.y[a:b]] -= 1.0
             worst = max(worst, float(np.max(np.abs(rows_f64(g, a, b) - p))))
-        return worst
+        sum_err = abs(float(value) - float(self.loss.sum())) / len(self.loss)
+        return {"loss_err": sum_err, "grad_err": worst}
 
 
 @dataclass
@@ -91,35 +81,29 @@ class ModelReference:
     loss_sum: float
     dh: np.ndarray
     dw: np.ndarray
-    batch: int
 
     @classmethod
     def of(cls, h: Any, w: Any, y: Any) -> ModelReference:
         hh, yh = host(h), np.asarray(y).astype(np.int64)
         wf = rows_f64(host(w), 0, w.shape[0])
-        batch, classes = hh.shape[0], wf.shape[1]
-        dh = np.empty((batch, wf.shape[0]))
-        dw = np.zeros_like(wf)
-        total = 0.0
-        for a, b in _blocks(batch, classes):
+        dh, dw, total = np.empty((hh.shape[0], wf.shape[0])), np.zeros_like(wf), 0.0
+        for a, b in _blocks(hh.shape[0], wf.shape[1]):
             hb = rows_f64(hh, a, b)
             logits = hb @ wf
-            lse = _lse(logits)
-            rows = np.arange(b - a)
+            lse, rows = _lse(logits), np.arange(b - a)
             total += float((lse - logits[rows, yh[a:b]]).sum())
             g = np.exp(logits - lse[:, None])
             g[rows, yh[a:b]] -= 1.0
             dh[a:b] = g @ wf.T
             dw += hb.T @ g
-        return cls(total, dh, dw, batch)
+        return cls(total, dh, dw)
 
-    def sum_error(self, value: Any) -> float:
-        return abs(float(value) - self.loss_sum) / self.batch
-
-    def grad_error(self, dh: Any, dw: Any) -> float:
-        """Max abs error of dh and dW, each relative to its largest reference entry."""
+    def errors(self, mode: str, out: Any) -> dict[str, float | None]:
+        """The sum's error over the batch; the larger of dh's and dW's max abs error, each
+        relative to its largest reference entry."""
+        value, grads = out
         errs = []
-        for got, ref in ((dh, self.dh), (dw, self.dw)):
+        for got, ref in zip(grads, (self.dh, self.dw), strict=True):
             g = rows_f64(host(got), 0, ref.shape[0])
             errs.append(float(np.max(np.abs(g - ref)) / max(float(np.max(np.abs(ref))), 1e-300)))
-        return max(errs)
+        return {"loss_err": abs(float(value) - self.loss_sum) / len(self.dh), "grad_err": max(errs)}

@@ -41,6 +41,10 @@ SHAPES: dict[str, Shape] = {
         Shape("lm-32k-8k", 8192, 32000, 128, "language model, Llama-2 vocabulary, 8k tokens"),
         Shape("vocab-128k", 2048, 131072, 128, "large vocabulary, 2^17 classes"),
         Shape("llama3-128k", 4096, 128256, 128, "large vocabulary, Llama-3 tokenizer"),
+        # The fused linear cross-entropy (`--linear-ce`): hidden sizes of real models.
+        Shape("lce-8k", 1024, 8192, 256, "linear cross-entropy, small"),
+        Shape("lce-32k", 4096, 32768, 1024, "linear cross-entropy, 32K vocabulary"),
+        Shape("lce-128k", 8192, 131072, 1024, "linear cross-entropy, 128K vocabulary"),
     )
 }
 
@@ -48,6 +52,10 @@ SHAPES: dict[str, Shape] = {
 QUICK: tuple[str, ...] = ("mnist", "imagenet", "lm-32k-512")
 #: The full set: the shapes the issue names (the medium `lm-32k-512` is only in the quick set).
 FULL: tuple[str, ...] = ("mnist", "imagenet", "lm-32k", "lm-32k-8k", "vocab-128k", "llama3-128k")
+
+#: `--linear-ce [--quick]`: the model step only, at the hidden sizes of real models.
+LINEAR_QUICK: tuple[str, ...] = ("lce-8k",)
+LINEAR_FULL: tuple[str, ...] = ("lce-32k", "lce-128k")
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 

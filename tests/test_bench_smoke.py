@@ -58,7 +58,6 @@ def smoke_run(tmp_path_factory):
         "--budget",
         "0",
         "--small-limits",
-        "--no-linear-ce",
         "--out",
         str(out),
     ]
@@ -104,9 +103,11 @@ def test_hlo_pass_counter_sees_the_gradient_pass():
     from bench import hlo_passes
 
     text = hlo_passes.compiled_text("explicit", "value_and_grad", 64, 1000, 16, "float32")
-    s = hlo_passes.summarize(hlo_passes.accesses(text, 64 * 1000))
+    s = hlo_passes.passes(text, 64 * 1000)
     assert s["writes"] >= 1  # the gradient
     assert s["passes"] >= 2  # the fewest possible: read the logits once, write once
+    # The label's logit is gathered, one element per row: a partial read, not a pass.
+    assert s["partial"] >= 1
 
 
 def test_interleave_rotates_the_order_and_counts_calls_per_sample():
@@ -137,3 +138,22 @@ def test_interleave_rotates_the_order_and_counts_calls_per_sample():
     # and round i starts with the i-th implementation.
     runs = [name for i, name in enumerate(log) if i == 0 or log[i - 1] != name]
     assert runs[-9:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"], runs
+
+
+def test_linear_ce_mode_runs_the_fused_loss_against_the_unfused_ones(tmp_path):
+    """`--linear-ce` (what bench/linear_ce.py was): the model step only, the fused loss next
+    to the unfused one and PyTorch's two, each checked against float64."""
+    cmd = [sys.executable, "-m", "bench", "--linear-ce", "--quick", "--dtypes", "float32"]
+    cmd += ["--min-rounds", "1", "--max-rounds", "1", "--budget", "0", "--small-limits"]
+    cmd += ["--no-plots", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    res = json.loads((tmp_path / "linear_ce.json").read_text())
+    assert res["suite"] == "linear_ce" and (tmp_path / "linear_ce.md").is_file()
+    rows = {r["impl"]: r for r in res["rows"]}
+    assert {r["mode"] for r in res["rows"]} == {"model_step"}
+    assert {"fused", "jaxloss"} <= set(rows)
+    for r in rows.values():
+        if "unavailable" not in r:
+            assert r["grad_err"] < 1e-4 and r["loss_err"] < 1e-4, r
+    assert rows["fused"]["memory"]["temp"] < rows["jaxloss"]["memory"]["temp"]
