@@ -97,10 +97,8 @@ def _call(row: Row, pinned: tuple[str, CpuConfig | None]) -> Callable[[], object
     def loss(*a):
         return jnp.sum(fn(*a))
 
-    with _impl.implementation(*pinned):  # read at trace time: trace here, inside the block
-        f = jax.jit(loss if row.mode == "forward" else jax.value_and_grad(loss))
-        f.lower(*args)  # trace now
-        jax.block_until_ready(f(*args))
+    f = jax.jit(_impl.pinned(loss if row.mode == "forward" else jax.value_and_grad(loss), *pinned))
+    jax.block_until_ready(f(*args))
     return lambda: jax.block_until_ready(f(*args))
 
 
