@@ -124,33 +124,8 @@ def test_jit_and_vmap_match_eager(case: Case, transform: str):
     np.testing.assert_allclose(out, eager, rtol=2e-6, atol=2e-6)
 
 
-def _scalarize(case: Case, out_shape, rng):
-    """A fixed random cotangent turns any output into a scalar to differentiate."""
-    ct = rng.normal(size=out_shape)
-    return lambda *a: jnp.sum(case.fn(*a) * ct.astype(np.float32)), ct
-
-
-@impls
-def test_grad_against_float64_autodiff(case: Case, impl: str):
-    rng = _rng(case, 1)
-    args = case.make(rng, jnp.float32)
-    ct = rng.normal(size=np.shape(case.fn(*args)))
-    got = _pin(impl, jax.grad(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct.astype(np.float32))))(
-        args[0]
-    )
-    want = oracle(case, args, lambda f, a: jax.grad(lambda x: jnp.sum(f(x) * ct))(a[0]))
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
-
-
-@impls
-def test_jvp_against_float64_autodiff(case: Case, impl: str):
-    rng = _rng(case, 2)
-    args = case.make(rng, jnp.float32)
-    tangent = rng.normal(size=args[0].shape).astype(np.float32)
-    _, got = _pin(impl, jax.jvp)(lambda x0: case.fn(x0, *args[1:]), (args[0],), (tangent,))
-    t64 = tangent.astype(np.float64)
-    want = oracle(case, args, lambda f, a: jax.jvp(f, (a[0],), (jnp.asarray(t64),))[1])
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+# grad, vjp and jvp of every case on every kernel: tests/test_saturated.py, on inputs that hold
+# ordinary random rows and saturated ones (one program for both).
 
 
 @pytest.mark.slow

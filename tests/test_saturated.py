@@ -9,7 +9,8 @@ maximum's gradient through `log_softmax` and left 0.5 on the Hessian's diagonal 
 
 Value, `grad`, `vjp` and `jvp` (and `hessian` in the slow tier) against float64 autodiff of the
 case's plain formula, float32, bfloat16 and float64 inputs, each kernel the case dispatches
-pinned (`Case.kernels`).
+pinned (`Case.kernels`). The first-order inputs hold the case's ordinary random rows too: this
+is every public function's `grad`/`vjp`/`jvp` test (tests/test_matrix.py tests values).
 """
 
 from __future__ import annotations
@@ -37,9 +38,14 @@ def _close(got, want, tol):
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol)
 
 
-def _inputs(case: Case, dtype: str):
+def _inputs(case: Case, dtype: str, ordinary: bool = True):
+    """The saturated rows, below the case's own random draw where `ordinary` (so that one
+    program checks both: this is every case's first-order test)."""
     rng = np.random.default_rng([sum(map(ord, case.name)), 5])
     args = saturated(case, DTYPES[dtype], rng)
+    if ordinary:
+        drawn = case.make(rng, DTYPES[dtype])
+        args = tuple(jnp.concatenate([a, b]) for a, b in zip(drawn, args, strict=True))
     ct = rng.normal(size=np.shape(case.fn(*args)))
     tangent = rng.normal(size=args[0].shape)
     return args, ct, tangent
@@ -89,7 +95,7 @@ def test_saturated_rows_first_order(case: Case, dtype: str, impl: str):
 def test_saturated_rows_hessian(case: Case, dtype: str, impl: str):
     # The Hessian of the first two rows: [2, K, 2, K] stays small.
     with jax.enable_x64(dtype == "f64"):
-        args, ct, _ = _inputs(case, dtype)
+        args, ct, _ = _inputs(case, dtype, ordinary=False)
         args, ct = [a[:2] for a in args], jnp.asarray(ct[:2], args[0].dtype)
         hess = _pin(impl, jax.hessian(lambda x0: jnp.sum(case.fn(x0, *args[1:]) * ct)))(args[0])
         with jax.enable_x64(True):
