@@ -1,8 +1,11 @@
 """jaxloss: correct, fast classification losses for JAX.
 
-Cross-entropy, negative log-likelihood, KL divergence and entropy with Optax's call shape
-(predictions first, targets second, then ``axis`` and ``where``), hand-derived gradients, and
-finite results wherever the mathematics is finite.
+Cross-entropy with integer labels or soft targets (also fused with the last layer for large
+vocabularies), negative log-likelihood, focal and poly losses, label smoothing, sigmoid
+cross-entropy and focal loss for binary and multi-label classification, KL divergence,
+distillation from logits, entropy, accuracy and perplexity, and stable normalisers. Optax's
+call shape (predictions first, targets second, then ``axis`` and ``where``) and PyTorch's
+options, hand-derived gradients, and finite results wherever the mathematics is finite.
 """
 
 from jaxloss._binary import (
