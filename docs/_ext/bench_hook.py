@@ -19,7 +19,6 @@ from typing import Any
 MARKER = "<!-- bench-results -->"
 TABLES = ("bench/table.md", "benchmarks_table.md")
 # Sections of table.md written for the developers, not for the page.
-INTERNAL_SECTIONS = ("jaxloss targets",)
 CAPTIONS = {
     "time_vs_classes": (
         "Median time per example against the number of classes, for each implementation, "
@@ -28,8 +27,7 @@ CAPTIONS = {
     "fraction_of_limit": (
         "Each implementation's speed as a fraction of the reference rate that binds it: the "
         "rate XLA reaches on a plain copy, a fused exp-and-sum or a matmul, measured in the "
-        "same run. It is not the hardware's peak: PyTorch's bf16 matmul reaches twice XLA's "
-        "rate on this CPU, so its model step shows 200%."
+        "same run. It is not the hardware's peak."
     ),
 }
 
@@ -43,24 +41,12 @@ def _demote(markdown: str) -> str:
     return "\n".join(out)
 
 
-def _drop_sections(markdown: str, titles: tuple[str, ...]) -> str:
-    """Remove each `## title` section (up to the next heading of the same or a higher level)."""
-    out, skipping = [], False
-    for line in markdown.splitlines():
-        if line.startswith("## ") or line.startswith("# "):
-            skipping = line.lstrip("#").strip() in titles
-        if not skipping:
-            out.append(line)
-    return "\n".join(out).rstrip() + "\n"
-
-
 def results_markdown(docs_dir: Path) -> str:
     parts = []
     for name in TABLES:
         table = docs_dir / name
         if table.is_file():
-            text = _drop_sections(table.read_text("utf-8"), INTERNAL_SECTIONS)
-            parts.append(f"*From `docs/{name}`.*\n\n" + _demote(text))
+            parts.append(f"*From `docs/{name}`.*\n\n" + _demote(table.read_text("utf-8")))
             break
     plots = sorted((docs_dir / "bench").glob("*.png")) if (docs_dir / "bench").is_dir() else []
     for plot in plots:
