@@ -131,7 +131,7 @@ def build_trainer(args: argparse.Namespace, total_steps: int, loss_kind: str) ->
         return params, tx.init(params)
 
     train_loss, eval_loss = make_loss(loss_kind, args.label_smoothing), make_loss(loss_kind, 0.0)
-    dropout_base = jax.random.fold_in(jax.random.key(args.seed), 1)
+    dropout_base = jax.random.key(args.seed + 1)
 
     def logits_of(params, images, dropout_key=None):
         return nnx.merge(graphdef, params)(images.astype(jnp.float32) / 255.0, dropout_key)

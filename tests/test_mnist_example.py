@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -262,7 +263,7 @@ def _flags(text: str) -> set[str]:
 def test_help_explains_every_flag_it_mentions(monkeypatch):
     # --help pointed to --time-steps and the README to --num-processes, both hidden.
     monkeypatch.setenv("COLUMNS", "400")  # no wrapping inside "(default: ...)"
-    parser = mnist_flags.build_parser()
+    parser = mnist_flags.build_parser(mnist.__doc__)  # what --help prints
     text = " ".join(parser.format_help().split())
     listed = {o for a in parser._actions for o in a.option_strings}
     assert _flags(text) <= listed
@@ -586,3 +587,85 @@ def test_make_test_still_installs_everything_after_make_demo(tmp_path):
     (install,) = _pip_installs(_make_dry_run(tmp_path, "install", ".installed-examples"))
     assert install.endswith("-e '.[test,examples,docs]'")
     assert _pip_installs(_make_dry_run(tmp_path / "full", "demo", ".installed")) == []
+
+
+# --------------------------------------------------------------------------------------------
+# docs/mnist.md's sample output is what its command prints
+
+PAGE = ROOT / "docs" / "mnist.md"
+
+
+def _sample() -> tuple[list[str], str]:
+    """The page's CI command (the bash block with the accuracy gate) and the text block after it."""
+    page = PAGE.read_text()
+    match = re.search(
+        r"```bash\n([^`]*--min-test-accuracy[^`]*)```.*?```text\n(.*?)```", page, re.S
+    )
+    assert match, "docs/mnist.md: no bash block with --min-test-accuracy followed by a text block"
+    return shlex.split(match[1].replace("\\\n", " ")), match[2]
+
+
+# What truly varies between runs of the same command: the timings (masked), and the last digits
+# of losses and accuracies across machines (XLA:CPU's kernels and thread counts round
+# differently, and 468 steps of Adam carry the difference on). Everything else must be the same.
+_TIME = re.compile(r"\d+\.\d s\b")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?%?")
+ACCURACY_POINTS, LOSS_NATS = 0.5, 0.02
+
+
+def _compare_runs(printed: str, shown: str) -> list[str]:
+    """The differences between two outputs of the command, beyond what truly varies."""
+    printed_lines, shown_lines = printed.strip().splitlines(), shown.strip().splitlines()
+    if len(printed_lines) != len(shown_lines):
+        return [f"{len(printed_lines)} lines printed, {len(shown_lines)} shown"]
+    problems = []
+    for got, want in zip(printed_lines, shown_lines, strict=True):
+        got, want = _TIME.sub("<time>", got), _TIME.sub("<time>", want)
+        if _NUMBER.sub("#", got) != _NUMBER.sub("#", want):
+            problems.append(f"printed {got!r}\n  shown {want!r}")
+            continue
+        for a, b in zip(_NUMBER.findall(got), _NUMBER.findall(want), strict=True):
+            if a.endswith("%"):
+                close = abs(float(a[:-1]) - float(b[:-1])) <= ACCURACY_POINTS
+            elif len(a.partition(".")[2]) == 4:  # a loss
+                close = abs(float(a) - float(b)) <= LOSS_NATS
+            else:  # counts, epochs, steps
+                close = a == b
+            if not close:
+                problems.append(f"{a} printed, {b} shown, in {want!r}")
+    return problems
+
+
+def test_sample_comparison_masks_only_what_varies():
+    shown = "epoch 1/1 | 0.3577 87.21% | 201.5 s (74.6 s CPU)\nsteps 468"
+    assert _compare_runs("epoch 1/1 | 0.3601 87.60% | 99.0 s (12.1 s CPU)\nsteps 468", shown) == []
+    assert _compare_runs("epoch 1/1 | 0.3577 87.21% | 1.0 s (1.0 s CPU)\nsteps 469", shown)
+    assert _compare_runs("epoch 1/1 | 0.3577 86.50% | 1.0 s (1.0 s CPU)\nsteps 468", shown)
+    assert _compare_runs("epoch 1/1 | 0.4000 87.21% | 1.0 s (1.0 s CPU)\nsteps 468", shown)
+    assert _compare_runs("epoch 1/2 | 0.3577 87.21% | 1.0 s (1.0 s CPU)\nsteps 468", shown)
+    assert _compare_runs("epoch 1/1 | 0.3577 87.21% | 1.0 s\nsteps 468", shown)
+
+
+@pytest.mark.slow
+def test_docs_sample_output_is_what_the_command_prints(tmp_path, monkeypatch):
+    # The page showed 87.21% where the command printed 87.30%. This runs the page's own command:
+    # one epoch of the CNN on Debian's Fashion-MNIST, a few minutes of CPU (CI installs it).
+    monkeypatch.delenv("JAXLOSS_DATA_DIR", raising=False)
+    if mnist_data.find_local("fashion_mnist", cache_dir=tmp_path / "no-cache")[0] is None:
+        pytest.skip("Fashion-MNIST is not installed: `apt-get install dataset-fashion-mnist`")
+    command, shown = _sample()
+    assert command[:2] == ["python", "examples/mnist.py"]
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXLOSS_DATA_DIR")}
+    env |= {"JAX_PLATFORMS": "cpu", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's jaxloss
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "mnist.py"), *command[2:]],
+        cwd=tmp_path,  # the relative --output-dir lands here, as the page prints it
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # as a terminal shows them: the data line is on stderr
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout
+    assert _compare_runs(result.stdout, shown) == [], result.stdout
