@@ -14,6 +14,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,examples,docs]'
 	touch $(STAMP)
 
+# What the demo needs and no more (no torch, no playwright: those are the test and docs extras),
+# with pip's progress shown: on a fresh machine this is the long part of the first `make demo`.
+# A venv that `make install` filled already has it.
+DEMO_STAMP := $(VENV)/.installed-examples
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing jaxloss and the examples' dependencies (jax, flax, optax, matplotlib,"
+	@echo "scikit-learn, tqdm, pooch, requests; about 0.9 GB once installed) into $(VENV)"
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -e '.[examples]'
+	touch $(DEMO_STAMP)
+
 install: $(STAMP)
 
 lint: $(STAMP)
@@ -36,7 +47,7 @@ test-slow: $(STAMP)
 test-all: test test-slow
 
 # The printed tour, then a short MNIST run (Fashion-MNIST or scikit-learn's digits offline).
-demo: $(STAMP)
+demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 	$(BIN)/python examples/tour.py
 	$(BIN)/python examples/mnist.py --demo --output-dir out/mnist-demo
 

@@ -76,6 +76,9 @@ class CacheNotWritableError(DataUnavailableError):
     """The download folder cannot be created or written: a permissions or disk problem."""
 
 
+LOAD_ERRORS = (DataUnavailableError, IdxFormatError)  # what `load` raises about the data
+
+
 @dataclasses.dataclass(frozen=True)
 class RemoteFile:
     """One file of a dataset as published: its name, SHA-256 and size in bytes."""
@@ -589,8 +592,49 @@ def load_dataset(
             raise type(err)(f"{spec.title} is not available locally{looked}\nand {err}") from None
     source = str(paths[0].parent)
     (log or (lambda m: print(m, file=sys.stderr)))(
-        f"{spec.title}: reading {', '.join(p.name for p in paths)} from {source}"
+        f"{spec.title}: reading the {len(paths)} IDX files in {source}"
     )
     x_train, y_train = _load_idx_pair(paths[0], paths[1])
     x_test, y_test = _load_idx_pair(paths[2], paths[3])
     return Dataset(name, spec.title, x_train, y_train, x_test, y_test, source)
+
+
+def load(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    allow_download: bool = True,
+    progress: bool = True,
+    log=print,
+) -> Dataset:
+    """:func:`load_dataset`, and ``name="auto"``: the first of the three that can be had.
+
+    With ``"auto"``: MNIST if it is found or can be downloaded, else an installed Fashion-MNIST,
+    else scikit-learn's digits; ``log`` says why each one was passed over.
+    """
+
+    def attempt(name: str, allow_download: bool) -> Dataset:
+        return load_dataset(name, data_dir, allow_download=allow_download, progress=progress)
+
+    if name != "auto":
+        return attempt(name, allow_download)
+    try:
+        return attempt("mnist", allow_download)
+    except CacheNotWritableError as err:  # a local problem: say which
+        log(f"MNIST cannot be had: not found locally, {str(err).splitlines()[-1]}")
+    except DataUnavailableError:
+        how = "and the download failed: offline?" if allow_download else "downloads disabled"
+        log(f"MNIST cannot be had: not found locally, {how} (--dataset mnist says more).")
+    try:
+        return attempt("fashion_mnist", False)
+    except DataUnavailableError:
+        log("Fashion-MNIST is not installed either (apt-get install dataset-fashion-mnist).")
+    log("Using scikit-learn's digits.")
+    return load_dataset("digits")
+
+
+def fixed_subset(n: int, size: int | None, seed: int, salt: int) -> np.ndarray:
+    """Sorted indices of ``size`` of ``n`` rows, the same for every run with this seed."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, salt]).permutation(n)[:size])

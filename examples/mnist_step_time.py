@@ -20,6 +20,8 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mnist
+import mnist_data
+import mnist_flags
 import mnist_support as support
 
 
@@ -54,14 +56,15 @@ def time_steps(args: argparse.Namespace, ds, rounds: int, steps: int) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = mnist.build_parser()
-    parser.description = __doc__
+    parser = mnist_flags.build_parser(__doc__)
     timing = parser.add_argument_group("step timing")
     timing.add_argument("--rounds", type=int, default=21, help="timed rounds per loss")
     timing.add_argument("--steps", type=int, default=10, help="train steps per round")
-    args = mnist.parse_args(argv, parser)
+    args = mnist_flags.parse_args(argv, parser)
     output_dir = support.prepare_output_dir(args.output_dir)
-    ds = mnist.load_data(args, print)
+    ds = mnist_data.load(
+        args.dataset, args.data_dir, allow_download=not args.no_download, progress=False
+    )
     result = time_steps(args, ds, args.rounds, args.steps)
     step = result["step_time"]
     print(

@@ -1,17 +1,18 @@
 """Plumbing for examples/mnist.py that a reader of the training script can skip.
 
-* The command line: a help formatter that shows every default, and the multi-process flags.
+* The command line: argument types that refuse nonsense at parsing, a help formatter that
+  shows every default, and the multi-process flags.
 * Several processes: starting ``jax.distributed`` and feeding each process's rows of a batch.
-* Outputs: checking the output folder before training, and writing files atomically (a unique
+* Outputs: checking the output folder before training; writing files atomically (a unique
   temporary file in the same folder, then ``os.replace``), so that a reader, or a second run
-  writing into the same folder, never sees half a file. ``metrics.json`` is strict JSON: a
-  NaN or infinity (a diverged run) is written as ``null``.
+  writing into the same folder, never sees half a file; and ``Outputs``, which keeps the
+  metrics in memory when a write fails and writes them at the next chance. ``metrics.json`` is
+  strict JSON: a NaN or infinity (a diverged run) is written as ``null``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from typing import Any
 
 import jax
 import mnist_data
+import mnist_plot
 import numpy as np
 
 # --------------------------------------------------------------------------------------------
@@ -36,6 +38,47 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if shown and action.default != argparse.SUPPRESS and "%(default)" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0: a learning rate of NaN, inf, 0 or below trains nothing."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        hint = f" (a fraction: {value / 100:g} for {text}%)" if 1 < value <= 100 else ""
+        raise argparse.ArgumentTypeError(f"{text} is not a number in [0, 1]{hint}")
+    return value
+
+
+def smoothing(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number in [0, 1)")
+    return value
+
+
+MAX_SEED = 2**32 - 1
+
+
+def seed(text: str) -> int:
+    """0 to 2**32 - 1: jax.random.key keeps 32 bits (x64 off), so 2**32 + s would repeat s."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{text} is not an integer from 0 to {MAX_SEED}")
+    return value
 
 
 def env_int(name: str) -> int | None:
@@ -101,6 +144,23 @@ def global_arrays(sharding, *local: np.ndarray) -> tuple[jax.Array, ...]:
     return tuple(jax.make_array_from_process_local_data(sharding, a) for a in local)
 
 
+def padded_batches(sharding, images: np.ndarray, labels: np.ndarray, size: int = 1024):
+    """Global ``(images, labels, mask)`` batches covering every row once, for evaluation.
+
+    A whole number of rows per device; the last batch is padded and its padding masked out,
+    so that one compiled shape serves every batch.
+    """
+    n, devices = images.shape[0], jax.device_count()
+    batch = -(-min(size, n) // devices) * devices
+    rows = process_rows(batch)
+    for start in range(0, n, batch):
+        x, y = images[start : start + batch], labels[start : start + batch]
+        mask = np.arange(batch) < x.shape[0]
+        x = np.concatenate([x, np.zeros((batch - x.shape[0], *x.shape[1:]), x.dtype)])
+        y = np.concatenate([y, np.zeros(batch - y.shape[0], y.dtype)])
+        yield global_arrays(sharding, x[rows], y[rows], mask[rows])
+
+
 # --------------------------------------------------------------------------------------------
 # Outputs
 
@@ -149,41 +209,77 @@ def write_json(path: Path, data: dict) -> None:
     write_atomic(path, (text + "\n").encode())
 
 
-def write_curves(path: Path, metrics: dict) -> None:
-    """Loss and accuracy per epoch, each curve labelled with what exactly it measures."""
-    import matplotlib
+class Outputs:
+    """``metrics.json`` and ``curves.png`` in ``folder`` (None: this process writes nothing).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``save`` writes both; when that fails (a full disk, a folder removed or made read-only
+    during the run) it returns why, the metrics stay in memory with the caller, and the next
+    ``save`` tries again.
+    """
 
-    rows, cfg, ds = metrics["epochs"], metrics["config"], metrics["dataset"]
-    epochs = [r["epoch"] for r in rows]
-    smoothing = f", label smoothing {cfg['label_smoothing']}" if cfg["label_smoothing"] else ""
-    curves = (
-        ("running", "^:", f"train: running mean while training (dropout on{smoothing})"),
-        ("train", "o-", f"train: {ds['train_eval_examples']:,} fixed examples after each epoch"),
-        ("test", "s-", f"test: all {ds['test_examples']:,} examples"),
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+        self.json = folder / "metrics.json" if folder else None
+        self.png = folder / "curves.png" if folder else None
+
+    def save(self, metrics: dict) -> str | None:
+        """Writes both files; returns None, or one line saying why they could not be written."""
+        if self.json is None or self.png is None:
+            return None
+        try:
+            write_json(self.json, metrics)
+            write_atomic(self.png, mnist_plot.curves_png(metrics))
+        except OSError as err:
+            return f"cannot write into {self.folder}: {err.strerror or err}"
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# What a run prints and records
+
+
+_KINDS = ("running", "train", "test")  # the three measurements of each epoch
+
+
+def run_info(args: argparse.Namespace, ds, train_examples: int, train_eval_examples: int) -> dict:
+    """The head of metrics.json: the flags, the data and the devices of the run."""
+    dataset = {"name": ds.name, "title": ds.title, "source": ds.source}
+    dataset |= {"train_examples": train_examples, "train_eval_examples": train_eval_examples}
+    devices = {"count": jax.device_count(), "platform": jax.default_backend()}
+    return {
+        "config": vars(args),
+        "dataset": dataset | {"test_examples": int(ds.x_test.shape[0])},
+        "devices": devices | {"processes": jax.process_count()},
+    }
+
+
+def start_lines(metrics: dict, steps_per_epoch: int) -> list[str]:
+    """What is trained on what, then the header of the table of epochs."""
+    cfg, ds, dev = metrics["config"], metrics["dataset"], metrics["devices"]
+    compiled = metrics["timing"]["compile_seconds"]
+    return [
+        f"Training {cfg['model']} on {ds['title']}: {ds['train_examples']} train / "
+        f"{ds['test_examples']} test images, {steps_per_epoch} steps/epoch",
+        f"with {cfg['loss']} cross-entropy on {dev['count']} {dev['platform']} device(s), "
+        f"{dev['processes']} process(es); compiled in {compiled:.1f} s",
+        " | ".join(["  epoch", *(f"{k + ' loss':>12} {'acc':>6}" for k in _KINDS), "time"]),
+    ]
+
+
+def epoch_line(metrics: dict) -> str:
+    """The last epoch's row of the table: the three measurements and its time."""
+    row, epochs = metrics["epochs"][-1], metrics["config"]["epochs"]
+    timing = metrics["timing"]
+    cells = [f"{row['epoch']:>3}/{epochs:<3}"]
+    for kind in _KINDS:
+        cells.append(f"{row[f'{kind}_loss']:>12.4f} {row[f'{kind}_accuracy']:6.2%}")
+    cells.append(
+        f"{timing['epoch_seconds'][-1]:.1f} s ({timing['epoch_cpu_seconds'][-1]:.1f} s CPU)"
     )
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
-    for key, style, label in curves:
-        ax_loss.plot(epochs, [r[f"{key}_loss"] for r in rows], style, label=label)
-        ax_acc.plot(epochs, [100 * r[f"{key}_accuracy"] for r in rows], style)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy (nats)", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.set_xlim(0.5, len(epochs) + 0.5)
-        if len(epochs) <= 15:
-            ax.set_xticks(epochs)
-        else:
-            ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.legend(loc="outside lower center", ncols=3, fontsize="small")
-    loss = "jaxloss.cross_entropy" if cfg["loss"] == "jaxloss" else "optax cross-entropy"
-    fig.suptitle(
-        f"{ds['title']}: {cfg['model'].upper()} trained on {ds['train_examples']:,} images with "
-        f"{loss}, Adam {cfg['learning_rate']:g} ({cfg['schedule']}), batch {cfg['batch_size']}"
-    )
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    return " | ".join(cells)
+
+
+def params_checksum(params) -> list[float]:
+    """Sum and sum of squares of every parameter: a cheap fingerprint to compare runs."""
+    leaves = [np.asarray(v, np.float64) for v in jax.tree.leaves(jax.device_get(params))]
+    return [float(sum(v.sum() for v in leaves)), float(sum((v * v).sum() for v in leaves))]
