@@ -1,11 +1,15 @@
 """Float64 NumPy/SciPy references: the oracle every jaxloss function is tested against.
 
 Written from the formulas alone, classes on the last axis, with no tricks beyond what float64
-needs. Inputs are converted to float64 first.
+needs. Inputs are converted to float64 first. `plain_*` are the same formulas in jnp, for
+autodiff (the derivative oracles, tests/cases.py), and the unfused computation the fused loss is
+checked against; benchmarks time `plain_cross_entropy` as the `autodiff` column.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
@@ -202,3 +206,51 @@ def softmax_kl_divergence(s, t, *, temperature=1.0, beta=0.0, where=None):
     with np.errstate(divide="ignore", invalid="ignore"):  # NaN rows stay NaN
         lm = np.logaddexp(np.log(beta) + lp, np.log1p(-beta) + lq)
     return beta * _kl(lp, lm) + (1 - beta) * _kl(lq, lm)
+
+
+# --- plain jnp formulas, for autodiff ----------------------------------------------------------
+
+
+def plain_cross_entropy(
+    x,
+    y,
+    *,
+    where=None,
+    ignore_index=None,
+    label_smoothing=0.0,
+    class_weights=None,
+    z_loss=0.0,
+    logit_softcap=None,
+    reduction="none",
+):
+    """`cross_entropy_terms` in jnp: x [..., K], in-range labels y [...] (ignored ones aside).
+
+    Each option's term only where the option is given, so that without options this is the
+    textbook `-log_softmax(x)[y]` that the benchmarks time as plain autodiff.
+    """
+    k = x.shape[-1]
+    if logit_softcap is not None:
+        x = logit_softcap * jnp.tanh(x / logit_softcap)
+    log_q = jax.nn.log_softmax(x, axis=-1)
+    safe = y if ignore_index is None else jnp.where(y == ignore_index, 0, y)
+    loss = -jnp.take_along_axis(log_q, safe[..., None], axis=-1)[..., 0]
+    w = None if class_weights is None else jnp.asarray(class_weights, x.dtype)
+    if w is not None:
+        loss *= w[safe]
+    if label_smoothing:
+        smooth = -jnp.sum(log_q, axis=-1) if w is None else -(log_q @ w)
+        loss = (1 - label_smoothing) * loss + label_smoothing * smooth / k
+    if z_loss:
+        loss += z_loss * jax.nn.logsumexp(x, axis=-1) ** 2
+    valid = None if where is None else jnp.broadcast_to(where, y.shape)
+    if ignore_index is not None:
+        valid = (y != ignore_index) if valid is None else valid & (y != ignore_index)
+    if valid is not None:
+        loss = jnp.where(valid, loss, 0.0)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    count = jnp.ones(y.shape, x.dtype) if w is None else w[safe]
+    denom = jnp.sum(count if valid is None else jnp.where(valid, count, 0.0))
+    return jnp.where(denom > 0, loss.sum() / jnp.where(denom > 0, denom, 1.0), 0.0)

@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 import jaxloss
-from tests.cases import CASE_IDS, CASE_KERNEL_IDS, CASE_KERNELS, CASES, Case, oracle
+from tests.cases import (
+    CASE_IDS,
+    CASE_KERNEL_IDS,
+    CASE_KERNELS,
+    CASES,
+    HESSIAN_KERNEL_IDS,
+    HESSIAN_KERNELS,
+    Case,
+    oracle,
+)
 from tests.test_implementations import _pin
 
 # The implementation axis: each case on each kernel it dispatches (`Case.kernels`), pinned. The
@@ -129,7 +138,7 @@ def test_jit_and_vmap_match_eager(case: Case, transform: str):
 
 
 @pytest.mark.slow
-@impls
+@pytest.mark.parametrize(("case", "impl"), HESSIAN_KERNELS, ids=HESSIAN_KERNEL_IDS)
 def test_hessian_against_float64_autodiff(case: Case, impl: str):
     rng = _rng(case, 3)
     args = case.make(rng, jnp.float32)
