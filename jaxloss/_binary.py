@@ -165,7 +165,16 @@ def _log_m(t: Array, sp_pos: Array, sp_neg: Array) -> Array:
     """log m, m = 1 − p_t = (1 − t)·σ(x) + t·σ(−x), from the log-sigmoids: hard labels give
     −softplus(±x) exactly, never log of an underflowed m, so m^γ = exp(γ·log m) is right for
     γ < 1 where m itself is subnormal or 0."""
-    return jnp.logaddexp(jnp.log1p(-t) - sp_neg, jnp.log(t) - sp_pos)
+    log_1mt, log_t = _log_label_pair(t)
+    return jnp.logaddexp(log_1mt - sp_neg, log_t - sp_pos)
+
+
+def _log_label_pair(t: Array) -> tuple[Array, Array]:
+    """(log(1 − t), log t) of the label clamped into [0, 1]: a label one rounding step outside
+    (1 + 2⁻²³, or −1e-8 from a computed target) would give log of a negative number, NaN, where
+    integer γ (m^γ by multiplication) and Optax stay finite. NaN stays NaN."""
+    tc = jnp.clip(t, 0, 1)
+    return jnp.log1p(-tc), jnp.log(tc)
 
 
 def _focal_ratio_impl(x: Array, t: Array) -> Array:
@@ -190,8 +199,9 @@ def _focal_ratio_jvp(primals, tangents):
     log_m = _log_m(t, sp_pos, sp_neg)
     terms = []
     if tx is not None:
-        a = jnp.exp(jnp.log1p(-t) - sp_neg - log_m)
-        b = jnp.exp(jnp.log(t) - sp_pos - log_m)
+        log_1mt, log_t = _log_label_pair(t)
+        a = jnp.exp(log_1mt - sp_neg - log_m)
+        b = jnp.exp(log_t - sp_pos - log_m)
         terms.append(-ratio * (a * jax.nn.sigmoid(x) - b * jax.nn.sigmoid(-x)) * tx)
     if tt is not None:
         # Infinite where e^{|x|} overflows at a hard label: the true slope is beyond the float.
@@ -239,7 +249,8 @@ def _focal_jvp(gamma, alpha, primals, tangents):
         if weight is None:
             g = -x
         else:
-            log_b = jnp.logaddexp(jnp.log(t) + _log_softplus(-x), jnp.log1p(-t) + _log_softplus(x))
+            log_1mt, log_t = _log_label_pair(t)
+            log_b = jnp.logaddexp(log_t + _log_softplus(-x), log_1mt + _log_softplus(x))
             b_over_m = jnp.exp(log_b - log_m)
             g = _mul0(gamma * weight * -jnp.tanh(x / 2), b_over_m) - _mul0(weight, x)
         g = _scaled(a_t, g)

@@ -22,8 +22,20 @@ def _shape(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
 
+def check_array(x: Any, name: str, fn: str) -> None:
+    """Raise a TypeError naming the argument for a Python list or tuple: JAX would say only
+    "Cannot determine dtype". Lists are not converted, as in `jax.nn` and Optax: a list of
+    arrays would be copied into one array at every call."""
+    if isinstance(x, list | tuple):
+        raise TypeError(
+            f"{fn}: `{name}` must be an array, got a Python {type(x).__name__}; convert it "
+            f"with `jnp.asarray({name})`."
+        )
+
+
 def check_floating(x: Any, name: str, fn: str) -> None:
-    """Raise a TypeError unless `x` has a floating dtype."""
+    """Raise a TypeError unless `x` is an array (or scalar) with a floating dtype."""
+    check_array(x, name, fn)
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
@@ -31,15 +43,50 @@ def check_floating(x: Any, name: str, fn: str) -> None:
         )
 
 
-def check_integer_labels(labels: Any, fn: str, dense_alternative: str) -> None:
-    """Raise a TypeError unless `labels` has an integer dtype, with a hint for probabilities."""
+def check_integer_labels(
+    labels: Any, fn: str, dense_alternative: str | None, logits_shape: tuple | None = None
+) -> None:
+    """Raise a TypeError unless `labels` has an integer dtype, with a hint for probabilities
+    (`dense_alternative`, the loss that takes them; None: only `argmax`)."""
+    check_array(labels, "labels", fn)
     dtype = jnp.result_type(labels)
     if not jnp.issubdtype(dtype, jnp.integer):
+        hint = "pass class indices, `jnp.argmax(labels, axis=-1)`"
+        if dense_alternative is not None:
+            hint = f"use `jaxloss.{dense_alternative}`, or {hint}"
+        if logits_shape is not None and _shape(labels) == tuple(logits_shape):
+            what = ", the logits' shape: one-hot?"
+        else:
+            what = ". For one-hot or soft (probability) targets"
         raise TypeError(
             f"{fn}: `labels` must be integer class indices, got dtype {dtype} with shape "
-            f"{_shape(labels)}. For one-hot or soft (probability) targets use "
-            f"`jaxloss.{dense_alternative}`."
+            f"{_shape(labels)}{what} {hint}."
         )
+
+
+def label_shape_hint(
+    logits_shape: tuple, labels_shape: tuple, axes: tuple, axis: Any, dense_alternative: str | None
+) -> str:
+    """What a label shape that does not match the logits' batch shape probably means: one-hot
+    rows (the logits' shape), or the classes on another axis (PyTorch's ``[N, C, H, W]``)."""
+    logits_shape, labels_shape = tuple(logits_shape), tuple(labels_shape)
+    if labels_shape == logits_shape:
+        alt = f"use `jaxloss.{dense_alternative}`, or " if dense_alternative else ""
+        return (
+            f" `labels` have the logits' shape: one-hot? {alt}pass "
+            f"`jnp.argmax(labels, axis={axis if isinstance(axis, int) else -1})`."
+        )
+    ndim = len(logits_shape)
+    fits = [
+        a
+        for a in range(ndim)
+        if (a,) != axes and logits_shape[:a] + logits_shape[a + 1 :] == labels_shape
+    ]
+    if fits:
+        a = fits[0]
+        layout = " (PyTorch's [N, C, ...] layout)" if a == 1 and ndim > 2 else ""
+        return f" The classes look like axis {a}{layout}: pass `axis={a}`."
+    return ""
 
 
 def canonicalize_axes(axis: Any, ndim: int, name: str, shape: Sequence[int], fn: str) -> tuple:
@@ -65,6 +112,17 @@ def canonicalize_axes(axis: Any, ndim: int, name: str, shape: Sequence[int], fn:
     if len(set(out)) != len(out):
         raise ValueError(f"{fn}: `axis`={axis!r} repeats an axis.")
     return tuple(out)
+
+
+def check_static_classes(shape: Sequence[Any], axes: tuple, name: str, fn: str) -> None:
+    """The class axes must have concrete sizes: the kernels choose their path by the row length,
+    and the labels' range check compares with it. A symbolic batch (jax.export) is fine."""
+    if any(not isinstance(shape[a], int) for a in axes):
+        raise ValueError(
+            f"{fn}: the number of classes must be static, got `{name}` with the symbolic shape "
+            f"{tuple(shape)} (jax.export shape polymorphism) and class axes {axes}. Export with "
+            "a concrete class count; the batch dimensions may be symbolic."
+        )
 
 
 def check_same_shape(a: Any, b: Any, name_a: str, name_b: str, fn: str) -> None:
@@ -173,6 +231,31 @@ def take(table: jax.Array, idx: jax.Array) -> jax.Array:
     return table.at[idx].get(out_sharding=jax.typeof(idx).sharding)
 
 
+def classes_sharded(x: Any) -> bool:
+    """Whether the last (class) axis of `x` is split over Explicit mesh axes."""
+    spec: tuple[Any, ...] = tuple(getattr(jax.typeof(x).sharding, "spec", ()))
+    return len(spec) == np.ndim(x) > 0 and spec[-1] is not None
+
+
+def class_iota(dtype: Any, x: jax.Array) -> jax.Array:
+    """The class index of every entry of `x` [..., K], sharded like `x` (on an Explicit mesh, a
+    replicated iota compared with class-split logits would not match their sharding)."""
+    sharding = jax.typeof(x).sharding if explicitly_sharded(x) else None
+    return jax.lax.broadcasted_iota(dtype, x.shape, x.ndim - 1, out_sharding=sharding)
+
+
+def take_label(x: jax.Array, y: jax.Array) -> jax.Array:
+    """`take_along_axis(x, y, -1)` for `y` of shape [..., 1]. Where the classes are split over
+    Explicit mesh axes, a gather cannot say its output's sharding; the label's entry is then
+    picked by a masked sum over the row (each shard adds 0 or its own entry, one all-reduce)."""
+    if not classes_sharded(x):
+        return jnp.take_along_axis(x, y, axis=-1)
+    j = class_iota(y.dtype, x)
+    if x.dtype == jnp.bool_:
+        return jnp.any(x & (j == y), axis=-1, keepdims=True)
+    return jnp.sum(jnp.where(j == y, x, jnp.zeros_like(x)), axis=-1, keepdims=True)
+
+
 def compute_dtype(dtype: Any) -> Any:
     """The dtype we compute in: at least float32, so bf16/f16 inputs are computed in f32."""
     return jnp.promote_types(dtype, jnp.float32)
@@ -253,7 +336,8 @@ def static_number(
 ) -> float:
     """A scalar option as a Python float, checked at trace time: no traced value, no NaN, no
     infinity (unless `allow_inf`), within [low, high] (or (low, high] with `low_open`)."""
-    if isinstance(value, str | bytes):
+    if isinstance(value, str | bytes | bool | np.bool_):
+        # Bools too: `gamma=True` is a mistake, and `k=True` was already refused.
         raise TypeError(f"{fn}: `{name}` must be a number, got {value!r}.")
     try:
         v = float(value)
@@ -279,6 +363,38 @@ def static_number(
             else f"{fn}: `{name}` must be a number in {where}, got {value!r}."
         )
     return v
+
+
+def check_label_values(labels: Any, fn: str, name: str = "labels") -> None:
+    """Concrete 64-bit integer labels (a NumPy array) must fit int32 when x64 is off: JAX
+    converts them to int32, and 2**31 would wrap to a valid-looking negative or small label."""
+    if jax.config.read("jax_enable_x64") or not isinstance(labels, np.ndarray | np.generic):
+        return
+    values: np.ndarray = np.asarray(labels)
+    dtype = values.dtype
+    if not np.issubdtype(dtype, np.integer) or dtype.itemsize < 8 or values.size == 0:
+        return
+    info = np.iinfo(np.uint32 if dtype.kind == "u" else np.int32)
+    lo, hi = int(info.min), int(info.max)
+    bad = (values < lo) | (values > hi)
+    if np.any(bad):
+        value = values.reshape(-1)[np.flatnonzero(bad)[0]]
+        raise ValueError(
+            f"{fn}: `{name}` of dtype {dtype} holds {value}, outside the 32-bit range "
+            f"[{lo}, {hi}] that JAX converts them to while x64 is off (it would wrap to another "
+            "label). Enable `jax.config.update('jax_enable_x64', True)` or fix the labels."
+        )
+
+
+def check_index(value: int, name: str, fn: str) -> None:
+    """An index compared with the labels (``ignore_index``) must be a JAX integer: int32 while
+    x64 is off (JAX would raise an OverflowError naming an internal argument)."""
+    info = np.iinfo(np.int64 if jax.config.read("jax_enable_x64") else np.int32)
+    if not info.min <= value <= info.max:
+        raise ValueError(
+            f"{fn}: `{name}`={value} is outside [{info.min}, {info.max}], the range of JAX's "
+            f"{info.dtype} (no label can equal it). Pass a label value in that range, e.g. -100."
+        )
 
 
 def wide_labels(labels: jax.Array) -> jax.Array:

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import Array, lax
+from jax import Array
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
@@ -57,8 +57,8 @@ def _label_out_stats(xm: Array, y: Array, rows: Array) -> tuple[Array, Array, Ar
     cdt = _checks.compute_dtype(xm.dtype)
     # Gather and mask in the logits' own dtype: a converted copy shared by the two would be
     # written out in full (bf16 on TPU: +4×B bytes and a float32 [B, K] scratch).
-    x_y = jnp.take_along_axis(xm, y, axis=-1).astype(cdt)
-    j = lax.broadcasted_iota(y.dtype, xm.shape, xm.ndim - 1)
+    x_y = _checks.take_label(xm, y).astype(cdt)
+    j = _checks.class_iota(y.dtype, xm)
     m_o, log_s_o = shift_and_log_sum(False, jnp.where(j == y, -jnp.inf, xm))
     # The loss and gradient do not depend on the shift, so when a Hessian differentiates this
     # and the label ties the maximum, the split derivative of `maximum` cancels (tested).
@@ -121,7 +121,7 @@ def _finish_tangent(h: Array, smooth: _Smooth | None, use: Array, tx: Array) -> 
 
 def _portable_tangent(res, tx):
     xm, y, rows, smooth = res
-    j = lax.broadcasted_iota(y.dtype, xm.shape, xm.ndim - 1)
+    j = _checks.class_iota(y.dtype, xm)
     h = jnp.where(j == y, rows.g_y, rows.coef * jnp.exp(xm.astype(rows.coef.dtype) - rows.m))
     return _finish_tangent(h, smooth, rows.use, tx)
 
@@ -163,6 +163,8 @@ def _portable_jvp(opts, x, y, in_range, valid, mask, class_w, tx, tcw):
 
 def _cpu_kernel(cfg, x, keep_exp):
     if x.shape[-1] >= cfg.max_float_index:  # the float32 label iota would not be exact
+        return _label_out_stats
+    if _checks.classes_sharded(x):  # its gather and scatter cannot split the classes
         return _label_out_stats
     return lambda xm, y, rows: _xla_cpu.label_stats(cfg, xm, y, rows, keep_exp)
 
@@ -324,17 +326,25 @@ def _batch_mask(where: Any, shape: tuple, axes: tuple, fn: str) -> tuple[Any, An
 
 def prepare_int(logits, labels, axis, where, fn, check_labels, ignore_index=None):
     """(x [..., K], y, in_range, valid, class mask): the checked inputs of an integer-label loss."""
-    _checks.check_floating(logits, "logits" if fn != "nll_loss" else "log_probs", fn)
-    _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
+    name = "logits" if fn != "nll_loss" else "log_probs"
+    # accuracy's labels are never probabilities: its hint is `argmax` alone.
+    dense = None if fn == "accuracy" else "softmax_cross_entropy"
+    _checks.check_floating(logits, name, fn)
+    _checks.check_integer_labels(labels, fn, dense, _checks._shape(logits))
     ignore_index = _options.check_ignore_index(ignore_index, fn)
+    if ignore_index is not None:
+        _checks.check_index(ignore_index, "ignore_index", fn)
+    _checks.check_label_values(labels, fn)
     logits = jnp.asarray(logits)
     labels = jnp.asarray(labels)
-    axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    axes = _checks.canonicalize_axes(axis, logits.ndim, name, logits.shape, fn)
+    _checks.check_static_classes(logits.shape, axes, name, fn)
     batch_shape = tuple(n for a, n in enumerate(logits.shape) if a not in axes)
     if labels.shape != batch_shape:
         raise ValueError(
-            f"{fn}: `labels` must have the logits' shape without the class axis {axis!r}: "
-            f"expected {batch_shape} for logits of shape {logits.shape}, got {labels.shape}."
+            f"{fn}: `labels` must have the {name}' shape without the class axis {axis!r}: "
+            f"expected {batch_shape} for {name} of shape {logits.shape}, got {labels.shape}."
+            + _checks.label_shape_hint(logits.shape, labels.shape, axes, axis, dense)
         )
     example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
@@ -380,7 +390,11 @@ def int_loss(
     )
     k = x.shape[-1]
     cw = _options.class_weight_table(class_weights, k, "logits", np.shape(logits), fn)
-    x = _options.softcap(x, opts.cap)
+    if opts.cap is not None:
+        # Rows and classes left out read 0, not their logits: tanh's derivative at a NaN logit
+        # is NaN, and the zero cotangent of a masked entry times NaN would be NaN.
+        keep = valid[..., None] if class_mask is None else valid[..., None] & class_mask
+        x = _options.softcap(jnp.where(keep, x, jnp.zeros_like(x)), opts.cap)
     loss = _int_ce(opts, x, y, in_range, valid, class_mask, cw)
     if class_mask is not None:
         valid = valid & jnp.any(class_mask, axis=-1)
@@ -498,8 +512,9 @@ def cross_entropy(
         check_labels: if True, raise naming the first out-of-range label and its position in
             the batch passed (under ``vmap`` too): a ``ValueError`` for concrete labels; under
             ``jit``/``vmap``/``scan`` a host callback prints the message to stderr and raises
-            (``JaxRuntimeError`` under ``jit``). A host callback cannot be exported with
-            ``jax.export``.
+            (``jax.errors.JaxRuntimeError`` under ``jit``, a ``RuntimeError``: catch
+            ``(ValueError, jax.errors.JaxRuntimeError)``). A host callback cannot be exported
+            with ``jax.export``.
 
     Returns:
         ``[...]`` losses for ``"none"``, a scalar for ``"sum"``/``"mean"``, a pair of scalars
@@ -576,6 +591,7 @@ def dense_loss(
         labels = labels.astype(_checks.compute_dtype(logits.dtype))
     _checks.check_broadcasts_to(labels, logits.shape, "labels", "logits", fn)
     axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    _checks.check_static_classes(logits.shape, axes, "logits", fn)
     example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
     t = _checks.classes_last(jnp.broadcast_to(labels, logits.shape), axes)
@@ -694,7 +710,7 @@ def nll_loss(
     cw = _options.class_weight_table(class_weights, x.shape[-1], "log_probs", x.shape, fn)
     w_y = None if cw is None else _checks.take(cw.astype(cdt), y)
     # Gathered in the input's dtype, then converted: converting first would write a float32 copy.
-    picked = jnp.take_along_axis(x, y[..., None], axis=-1)[..., 0].astype(cdt)
+    picked = _checks.take_label(x, y[..., None])[..., 0].astype(cdt)
     nll = -jnp.where(valid, picked, 0)
     if w_y is not None:
         # Weight 0 on a −inf log-probability is 0, not NaN; the weight's gradient stays nll.

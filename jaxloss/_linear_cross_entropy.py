@@ -721,13 +721,23 @@ def linear_cross_entropy(
         reduction=reduction,
     )
     ignore_index = _options.check_ignore_index(ignore_index, _FN)
+    if ignore_index is not None:
+        _checks.check_index(ignore_index, "ignore_index", _FN)
+    _checks.check_label_values(labels, _FN)
     h_shape, w_shape, y_shape = np.shape(hidden), np.shape(weight), tuple(np.shape(labels))
     if len(w_shape) != 2:
         raise ValueError(f"{_FN}: `weight` must have shape [D, V], got shape {w_shape}.")
     if len(h_shape) < 1 or h_shape[-1] != w_shape[0]:
+        transposed = len(h_shape) >= 1 and h_shape[-1] == w_shape[1]
         raise ValueError(
             f"{_FN}: the last dimension of `hidden` (shape {h_shape}) must equal the first "
             f"dimension of `weight` (shape {w_shape})."
+            + (
+                " `weight` looks like [V, D] (PyTorch's `nn.Linear.weight`, a tied embedding "
+                "table): pass `weight.T`."
+                if transposed
+                else ""
+            )
         )
     if tuple(h_shape[:-1]) != y_shape:
         raise ValueError(

@@ -12,6 +12,7 @@ import operator
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 from jax.typing import ArrayLike
 
@@ -37,6 +38,8 @@ def _first_argmax(x: Array) -> tuple[Array, Array]:
 
 
 def _check_k(k: Any, num_classes: int, fn: str) -> int:
+    if isinstance(k, bool | np.bool_):
+        raise TypeError(f"{fn}: `k` must be an int, got {k!r}.")
     try:
         kk = operator.index(k)
     except TypeError:
@@ -110,7 +113,7 @@ def accuracy(
     fn = "accuracy"
     _checks.check_reduction(reduction, fn)
     _checks.check_floating(logits, "logits", fn)
-    _checks.check_integer_labels(labels, fn, "softmax_cross_entropy")
+    _checks.check_integer_labels(labels, fn, None, _checks._shape(logits))
     logits = lax.stop_gradient(jnp.asarray(logits))
     x, y, in_range, valid, class_mask = prepare_int(
         logits, labels, axis, where, fn, False, ignore_index
@@ -129,19 +132,19 @@ def accuracy(
         nan_row = jnp.isnan(top) | ~in_range
     else:
         y = y[..., None]
-        x_y = jnp.take_along_axis(x, y, axis=-1)
-        j = lax.broadcasted_iota(y.dtype, x.shape, x.ndim - 1)
+        x_y = _checks.take_label(x, y)
+        j = _checks.class_iota(y.dtype, x)
         ahead = (x > x_y) | ((x == x_y) & (j < y))
         if class_mask is not None:
             ahead = ahead & class_mask
-        # One pass over the logits: the rank of the label and, weighted past any rank (K + 1),
-        # the NaN entries of the row.
-        score = ahead.astype(jnp.int32) + jnp.isnan(x).astype(jnp.int32) * (num_classes + 1)
-        total = jnp.sum(score, axis=-1)
-        hit = total < kk
+        # The label's rank and whether the row holds a NaN: two reductions XLA fuses into one
+        # pass. (Not one count with NaN weighted past any rank, K + 1: K·(K + 1) overflows an
+        # int32 from K = 46341, and an all-NaN row would then score 1.)
+        rank = jnp.sum(ahead, axis=-1, dtype=jnp.int32)
+        hit = rank < kk
         if class_mask is not None:
-            hit = hit & jnp.take_along_axis(class_mask, y, axis=-1)[..., 0]
-        nan_row = (total > num_classes) | ~in_range
+            hit = hit & _checks.take_label(class_mask, y)[..., 0]
+        nan_row = jnp.any(jnp.isnan(x), axis=-1) | ~in_range
     out = jnp.where(nan_row, jnp.nan, hit.astype(dtype))
     out = jnp.where(valid, out, jnp.zeros_like(out))
     return _checks.reduce_loss(out, reduction, valid)

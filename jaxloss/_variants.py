@@ -18,6 +18,7 @@ precision where the label is nearly certain:
 from __future__ import annotations
 
 import math
+import operator
 
 import jax
 import jax.numpy as jnp
@@ -232,9 +233,12 @@ def smooth_labels(
         axis: the class axis or tuple of axes of ``labels`` (with integer labels: where the
             new class axis goes in the output, an int).
         where: boolean mask shaped like the output (classes to keep: ``K`` counts them) or
-            like its batch (examples to keep). Entries outside the mask are 0, so each kept
-            row still sums to 1 over its kept classes.
-        num_classes: ``K`` for integer labels, which then come back as smoothed one-hot rows.
+            like its batch (examples to keep). Entries outside the mask are 0; the mask moves
+            no mass, so a kept row sums to ``(1 − α)·(its mass on kept classes) + α``: 1 for a
+            target whose mass is on kept classes (an integer label whose class is masked out
+            gives a row of NaN, as ``cross_entropy`` gives ``+inf`` there).
+        num_classes: ``K`` for integer labels (any integer, NumPy's included), which then come
+            back as smoothed one-hot rows.
 
     Returns:
         ``[..., K]`` smoothed targets, in the dtype of float ``labels`` (computed in at least
@@ -261,6 +265,7 @@ def smooth_labels(
     """
     fn = "smooth_labels"
     a = _checks.static_number(alpha, "alpha", fn, low=0.0, high=1.0)
+    _checks.check_array(labels, "labels", fn)
     ldtype = jnp.result_type(labels)
     if jnp.issubdtype(ldtype, jnp.integer):
         if num_classes is None:
@@ -268,10 +273,16 @@ def smooth_labels(
                 f"{fn}: integer `labels` (shape {_checks._shape(labels)}) are class indices: "
                 "pass `num_classes`, or pass one-hot labels with a floating dtype."
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        try:
+            n_cls = None if isinstance(num_classes, bool) else operator.index(num_classes)
+        except TypeError:
+            n_cls = None
+        if n_cls is None or n_cls < 1:
             raise ValueError(f"{fn}: `num_classes` must be a positive int, got {num_classes!r}.")
+        num_classes = n_cls
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise TypeError(f"{fn}: with integer labels `axis` must be an int, got {axis!r}.")
+        _checks.check_label_values(labels, fn)
         y = _checks.wide_labels(jnp.asarray(labels))
         if not -(y.ndim + 1) <= axis <= y.ndim:
             raise ValueError(
@@ -294,8 +305,13 @@ def smooth_labels(
     axes = _checks.canonicalize_axes(axis, t.ndim, "labels", t.shape, fn)
     example_mask, class_mask = _checks.split_where(where, t.shape, axes, fn)
     tf = t.astype(_checks.compute_dtype(t.dtype))
+    k = math.prod(t.shape[i] for i in axes)
+    if k == 0:
+        raise ValueError(
+            f"{fn}: `labels` with shape {t.shape} has no classes along `axis`={axis!r}: "
+            "there is no distribution to smooth towards."
+        )
     if class_mask is None:
-        k = math.prod(t.shape[i] for i in axes)
         out = (1.0 - a) * tf + a / k
         if example_mask is not None:
             keep = jnp.broadcast_to(jnp.expand_dims(example_mask, axes), t.shape)
@@ -304,4 +320,9 @@ def smooth_labels(
         n = jnp.sum(class_mask, axis=axes, keepdims=True, dtype=tf.dtype)
         safe_n = jnp.where(n > 0, n, jnp.ones_like(n))
         out = jnp.where(class_mask, (1.0 - a) * tf + a / safe_n, 0)
+        if jnp.issubdtype(ldtype, jnp.integer):
+            # The label's class is masked out: its 1 − α has no kept class to go to (the row
+            # would sum to α). NaN, as for an out-of-range label; a masked example stays 0.
+            lost = jnp.any((tf > 0) & ~class_mask, axis=axes, keepdims=True)
+            out = jnp.where(lost & jnp.any(class_mask, axis=axes, keepdims=True), jnp.nan, out)
     return out.astype(out_dtype)

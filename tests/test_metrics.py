@@ -93,6 +93,18 @@ def test_nan_logits_and_out_of_range_labels_give_nan_infinities_rank():
     assert np.isfinite(ce[0]) and np.isnan(ce[1])
 
 
+def test_nan_rows_stay_nan_at_large_vocabularies():
+    # Regression: the rank and the NaN count were one int32 sum with each NaN weighted K + 1,
+    # which overflows from K = 46341 (the first K failing): an all-NaN row scored 1.0 at top-5.
+    num_classes = 46341
+    x = jnp.zeros((3, num_classes)).at[0].set(jnp.nan).at[1, : num_classes // 2].set(jnp.nan)
+    y = jnp.array([0, 3, 2])  # row 2 (all ties): rank 2, a top-5 hit, a top-1 miss
+    mask = jnp.ones((1, num_classes), bool).at[0, -1].set(False)
+    for kw in ({"k": 5}, {"where": mask}, {"k": 5, "where": mask}):
+        out = jaxloss.accuracy(x, y, reduction="none", **kw)
+        assert np.isnan(out[0]) and np.isnan(out[1]) and out[2] == (kw.get("k", 1) == 5), kw
+
+
 def test_narrow_labels_are_widened():
     x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 200)), jnp.float32)
     y32 = jnp.array([5, 127, -1, 100], jnp.int32)
@@ -176,7 +188,7 @@ def test_reductions_grad_jit_vmap_and_axes():
         ({"k": 0}, ValueError, r"accuracy: `k` must be an int in \[1, 5\]"),
         ({"k": 6}, ValueError, r"accuracy: `k` must be an int in \[1, 5\].*got 6"),
         ({"k": 1.5}, TypeError, r"accuracy: `k` must be an int, got 1.5"),
-        ({"k": True}, ValueError, r"`k` must be an int"),
+        ({"k": True}, TypeError, r"accuracy: `k` must be an int, got True"),
         ({"reduction": "avg"}, ValueError, "unknown `reduction`='avg'"),
         ({"where": jnp.ones((3,), bool)}, ValueError, r"`where` with shape \(3,\)"),
     ],
@@ -189,6 +201,14 @@ def test_accuracy_bad_arguments(kwargs, exc, pattern):
 def test_accuracy_bad_inputs():
     with pytest.raises(TypeError, match=r"accuracy: `labels` must be integer.*float32"):
         jaxloss.accuracy(jnp.zeros((4, 5)), jnp.zeros((4,)))
+    # One-hot labels: the fix is argmax, not a loss.
+    one_hot = jax.nn.one_hot(jnp.array([0, 1, 2, 3]), 5)
+    with pytest.raises(TypeError, match=r"one-hot\? pass class indices, `jnp.argmax\(labels") as e:
+        jaxloss.accuracy(jnp.zeros((4, 5)), one_hot)
+    assert "softmax_cross_entropy" not in str(e.value)
+    with pytest.raises(ValueError, match=r"one-hot\? pass `jnp.argmax\(labels, axis=-1\)`") as e:
+        jaxloss.accuracy(jnp.zeros((4, 5)), one_hot.astype(jnp.int32))
+    assert "softmax_cross_entropy" not in str(e.value)
     with pytest.raises(TypeError, match=r"accuracy: `logits` must have a floating dtype"):
         jaxloss.accuracy(jnp.zeros((4, 5), jnp.int32), jnp.zeros((4,), jnp.int32))
     with pytest.raises(ValueError, match=r"accuracy: `labels`.*expected \(4,\).*got \(4, 1\)"):
