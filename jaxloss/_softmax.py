@@ -140,6 +140,7 @@ def _prepare(x: Any, axis: Any, where: Any, fn: str) -> tuple[Array, tuple, Arra
     _checks.check_floating(x, "x", fn)
     x = jnp.asarray(x)
     axes = _checks.canonicalize_axes(axis, x.ndim, "x", x.shape, fn)
+    _checks.check_static_classes(x.shape, axes, "x", fn)
     # Kept in its own dtype: the kernels convert inside their fusions, and the backward pass
     # rereads the narrow logits rather than a float32 copy.
     xf = _checks.classes_last(x, axes)

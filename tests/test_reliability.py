@@ -30,8 +30,7 @@ KERNELS = {
     "portable": ("portable", None),
     "xla_cpu": ("xla_cpu", None),
     "xla_cpu_cut": ("xla_cpu", CUT),
-    "xla_gpu": ("xla_gpu", None),
-}
+}  # cross_entropy has no XLA:GPU kernel (pinning one raises)
 
 
 # --- logit_softcap keeps the masked-row promise ---------------------------------------------------
@@ -52,10 +51,8 @@ def test_softcap_masked_and_ignored_rows_have_zero_gradient(kernel):
             x, y[: len(x)], where=where, ignore_index=-100, logit_softcap=3.0, reduction="sum"
         )
 
-    with _impl.implementation(*KERNELS[kernel]):
-        # A fresh jit inside the block: the kernel is chosen when the function is traced.
-        value, g = jax.jit(jax.value_and_grad(loss))(x[:3], keep[:3])
-        gc = jax.jit(jax.grad(loss))(x, keep[:, None] & classes)
+    value, g = jax.jit(_impl.pinned(jax.value_and_grad(loss), *KERNELS[kernel]))(x[:3], keep[:3])
+    gc = jax.jit(_impl.pinned(jax.grad(loss), *KERNELS[kernel]))(x, keep[:, None] & classes)
     assert np.isfinite(value)
     np.testing.assert_array_equal(g[1:], 0.0)
     assert np.all(np.isfinite(g[0])) and np.any(g[0] != 0)
@@ -144,6 +141,16 @@ def test_symbolic_class_count_is_refused_with_a_clear_message(fn):
     y = jax.ShapeDtypeStruct((b,), jnp.int32)
     with pytest.raises(ValueError, match=r"the number of classes must be static.*symbolic shape"):
         export.export(jax.jit(fn))(x, y)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [jaxloss.logsumexp, jaxloss.log_softmax, jaxloss.softmax],
+)
+def test_symbolic_class_count_is_refused_by_the_softmax_functions(fn):
+    b, k = export.symbolic_shape("b, k")
+    with pytest.raises(ValueError, match=r"the number of classes must be static.*symbolic shape"):
+        export.export(jax.jit(fn))(jax.ShapeDtypeStruct((b, k), jnp.float32))
 
 
 # --- class-sharded logits on an Explicit mesh -----------------------------------------------------
