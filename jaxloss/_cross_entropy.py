@@ -91,7 +91,7 @@ def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
     d_y = x_y - m
     w_y = None if class_w is None else _checks.take(class_w.astype(cdt), y)
     smooth = sums = None
-    if opts.eps:
+    if not _options.is_zero(opts.eps):
         # Class weights as a [1, ..., 1, K] row, so every broadcast against [..., K] is explicit.
         row = (1,) * (xm.ndim - 1) + (k,)
         cw = jnp.ones(row, cdt) if class_w is None else class_w.astype(cdt).reshape(row)
@@ -108,7 +108,10 @@ def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
     live = valid[..., None]
     bad = live & ~in_range[..., None]
     loss, rows, nll, log_s = _options.label_rows(opts, m, d_y, r, w_y, live, bad, sums)
-    return loss[..., 0], (xm, y, rows, smooth), e0, (nll, log_s)
+    slopes = None
+    if not (_checks.is_static(opts.eps) and _checks.is_static(opts.zl)):
+        slopes = _options.option_slopes(m, nll, log_s, w_y, live, bad, sums)
+    return loss[..., 0], (xm, y, rows, smooth), e0, (nll, log_s, slopes)
 
 
 def _finish_tangent(h: Array, smooth: _Smooth | None, use: Array, tx: Array) -> Array:
@@ -130,35 +133,47 @@ def _weights_tangent(opts, res, aux, tcw):
     """Tangent of the loss along the class weights: ∂ℓ/∂w_j = (1−ε)[j = y]·nll
     + (ε/K′)·(log_s − (x_j − m)) on the classes left in."""
     _, y, rows, smooth = res
-    nll, log_s = aux
+    nll, log_s, _ = aux
     tcw = tcw.astype(nll.dtype)
     out = (1.0 - opts.eps) * _checks.take(tcw, y) * nll
     if smooth is not None:
         t_row = tcw.reshape((1,) * (smooth.d.ndim - 1) + (-1,))
         term = t_row * (log_s - smooth.d)
         term = term if smooth.mask is None else jnp.where(smooth.mask, term, 0)
-        out = out + (opts.eps / smooth.n_cls) * jnp.sum(term, -1, keepdims=True)
+        term = (opts.eps / smooth.n_cls) * jnp.sum(term, -1, keepdims=True)
+        if not _checks.is_static(opts.eps):
+            term = jnp.where(opts.eps == 0, jnp.zeros_like(term), term)  # 0·inf at a −inf logit
+        out = out + term
     live = rows.use & ~jnp.isnan(rows.coef)  # bad rows' loss is NaN already
     return jnp.where(live, out, 0)[..., 0]
 
 
-def _portable_fwd(opts, x, y, in_range, valid, mask, class_w):
+def _portable_fwd(opts, x, y, in_range, valid, mask, class_w, hyper):
+    opts = _options.join(opts, hyper)
     return _int_rows(opts, x, y, in_range, valid, mask, class_w, _label_out_stats)[0]
 
 
-def _with_weights(opts, loss, t_loss, res, aux, tcw):
-    if tcw is None:
-        return loss, t_loss
-    return loss, t_loss + _weights_tangent(opts, res, aux, tcw)
+def _with_weights(opts, loss, t_loss, res, aux, t_opts):
+    """Add the tangents along the class weights and the traced options, t_opts = (tcw, tε, tλ)
+    (None where there is none)."""
+    tcw, t_eps, t_zl = t_opts
+    if tcw is not None:
+        t_loss = t_loss + _weights_tangent(opts, res, aux, tcw)
+    for slope, t in zip(aux[2] or (None, None), (t_eps, t_zl), strict=True):
+        if t is not None:
+            assert slope is not None  # `_int_rows` gives the slopes for every traced option
+            t_loss = t_loss + slope[..., 0] * t.astype(slope.dtype)
+    return loss, t_loss
 
 
-def _portable_jvp(opts, x, y, in_range, valid, mask, class_w, tx, tcw):
+def _portable_jvp(opts, x, y, in_range, valid, mask, class_w, hyper, tx, t_opts):
+    opts = _options.join(opts, hyper)
     loss, res, _, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, _label_out_stats)
     # Checkpointed: the backward pass recomputes exp from the logits; only per-row numbers are
     # kept, and the logits are read once more and the gradient written once. No optimization
     # barrier, as `_impl.recompute` gives accelerators (this is already their branch).
     tangent = jax.checkpoint(_portable_tangent, prevent_cse=False)
-    return _with_weights(opts, loss, tangent(res, tx), res, aux, tcw)
+    return _with_weights(opts, loss, tangent(res, tx), res, aux, t_opts)
 
 
 def _cpu_kernel(cfg, x, keep_exp):
@@ -167,7 +182,8 @@ def _cpu_kernel(cfg, x, keep_exp):
     return lambda xm, y, rows: _xla_cpu.label_stats(cfg, xm, y, rows, keep_exp)
 
 
-def _cpu_fwd(opts, cfg, x, y, in_range, valid, mask, class_w):
+def _cpu_fwd(opts, cfg, x, y, in_range, valid, mask, class_w, hyper):
+    opts = _options.join(opts, hyper)
     kernel = _cpu_kernel(cfg, x, False)
     return _int_rows(opts, x, y, in_range, valid, mask, class_w, kernel)[0]
 
@@ -178,7 +194,8 @@ def _cpu_recompute_tangent(res, tx):
     return _finish_tangent(h, smooth, rows.use, tx)
 
 
-def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
+def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, hyper, tx, t_opts):
+    opts = _options.join(opts, hyper)
     keep_exp = _xla_cpu.keeps_exp(cfg, x)
     kernel = _cpu_kernel(cfg, x, keep_exp)
     loss, res, e0, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, kernel)
@@ -200,10 +217,12 @@ def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
             dense = _finish_tangent(rows.coef * e0, smooth, rows.use, tx)
             tx_y = jnp.take_along_axis(tx, y, axis=-1).astype(rows.g_y.dtype)
             t_loss = dense + jnp.where(rows.use, rows.g_y * tx_y, 0)[..., 0]
-    return _with_weights(opts, loss, t_loss, res, aux, tcw)
+    return _with_weights(opts, loss, t_loss, res, aux, t_opts)
 
 
-def _int_ce_impl(opts, x, y, in_range, valid, mask, class_w):
+def _int_ce_impl(opts, x, y, in_range, valid, mask, class_w, hyper):
+    """`hyper`: (ε, λ_z) traced, or None each where `opts` holds a Python number (see
+    `_options.split`)."""
     return _impl.dispatch(
         functools.partial(_portable_fwd, opts),
         functools.partial(_cpu_fwd, opts),
@@ -213,6 +232,7 @@ def _int_ce_impl(opts, x, y, in_range, valid, mask, class_w):
         valid,
         mask,
         class_w,
+        hyper,
     )
 
 
@@ -220,12 +240,14 @@ _int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0,))
 
 
 def _int_ce_jvp(opts, primals, tangents):
-    x, y, in_range, valid, mask, class_w = primals
-    tx, tcw = tangents[0], tangents[5]
-    tcw = None if isinstance(tcw, SymbolicZero) else tcw
+    x, y, in_range, valid, mask, class_w, hyper = primals
+    t_opts = tuple(
+        None if t is None or isinstance(t, SymbolicZero) else t for t in (tangents[5], *tangents[6])
+    )
+    tx = tangents[0]
     if isinstance(tx, SymbolicZero):
-        if tcw is None:
-            loss = _int_ce(opts, x, y, in_range, valid, mask, class_w)
+        if all(t is None for t in t_opts):
+            loss = _int_ce(opts, x, y, in_range, valid, mask, class_w, hyper)
             return loss, jnp.zeros_like(loss)
         tx = jnp.zeros_like(x)
     return _impl.dispatch(
@@ -237,8 +259,9 @@ def _int_ce_jvp(opts, primals, tangents):
         valid,
         mask,
         class_w,
+        hyper,
         tx,
-        tcw,
+        t_opts,
     )
 
 
@@ -262,20 +285,28 @@ def _dense_forward(poly, x, t, mask, fused_rows=False):
     neg_log_q = log_s - d
     loss = jnp.sum(jnp.where(tf != 0, tf * neg_log_q, 0), -1)
     u = None
-    if poly:
+    if _poly_on(poly):
         u = jnp.sum(tf * -jnp.expm1(d - finite_log_sum(log_s)), -1, keepdims=True)
         loss = loss + poly * u[..., 0]
     return loss, (m, log_s, jnp.sum(tf, -1, keepdims=True), u)
 
 
-def _dense_ce_impl(poly, x, t, mask):
-    return _dense_forward(poly, x, t, mask, fused_rows=True)[0]
+def _poly_on(poly: Any) -> bool:
+    """Whether PolyLoss's term is in the program: a traced ε, or a Python ε other than 0."""
+    return poly is not None and not _options.is_zero(poly)
+
+
+def _dense_ce_impl(poly, x, t, mask, poly_t):
+    """`poly`: PolyLoss's ε as a Python number (0: plain cross-entropy), or None with a traced
+    ε in `poly_t` (None otherwise)."""
+    return _dense_forward(poly if poly_t is None else poly_t, x, t, mask, fused_rows=True)[0]
 
 
 _dense_ce = jax.custom_jvp(_dense_ce_impl, nondiff_argnums=(0,))
 
 
-def _dense_tangent(poly, x, t, mask, stats, tx, tt):
+def _dense_tangent(poly, x, t, mask, stats, tx, tt, poly_t=None):
+    poly = poly if poly_t is None else poly_t
     m, log_s, t_sum, u = stats
     xf = x.astype(t_sum.dtype)
     tf = t.astype(xf.dtype)
@@ -289,14 +320,14 @@ def _dense_tangent(poly, x, t, mask, stats, tx, tt):
         z = d - finite_log_sum(log_s)
         top = z > _LOG_DOMINANT  # two formulas of one function: no jump at the boundary
         h = t_sum * jnp.where(top, jnp.expm1(z), jnp.exp(z)) + jnp.where(top, t_sum - tf, -tf)
-        if poly:
+        if _poly_on(poly):
             # ∂U/∂x_k = p_k·(Σ_j t_j p_j − t_k) = p_k·((Σt − t_k) − U): for a one-hot row the
             # label's entry is −p_y·U, with no cancellation.
             h = h + poly * jnp.exp(z) * ((t_sum - tf) - u)
         out = out + jnp.sum(h * tx.astype(xf.dtype), -1)
     if tt is not None:
         neg_log_q = log_s - d
-        if poly:
+        if _poly_on(poly):
             neg_log_q = neg_log_q - poly * jnp.expm1(d - finite_log_sum(log_s))
         if mask is not None:
             neg_log_q = jnp.where(mask, neg_log_q, 0)
@@ -305,18 +336,31 @@ def _dense_tangent(poly, x, t, mask, stats, tx, tt):
 
 
 def _dense_ce_jvp(poly, primals, tangents):
-    x, t, mask = primals
+    x, t, mask, poly_t = primals
     tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents[:2])
-    loss, stats = _dense_forward(poly, x, t, mask)
+    t_poly = None if poly_t is None or isinstance(tangents[3], SymbolicZero) else tangents[3]
+    loss, stats = _dense_forward(poly if poly_t is None else poly_t, x, t, mask)
+    u = stats[3]  # Σ_j t_j (1 − p_j) = ∂ℓ/∂ε; None without PolyLoss's term
     if tx is None and tt is None:
-        return loss, jnp.zeros_like(loss)
+        if t_poly is None:
+            return loss, jnp.zeros_like(loss)
+        assert u is not None
+        return loss, u[..., 0] * t_poly.astype(loss.dtype)
     # Plain cross-entropy: no optimization barrier (prevent_cse), so XLA may fuse the gradient
     # pass with the forward loss pass, which reads the same logits and targets (GPU: 6·B, not
     # 7·B). PolyLoss keeps the barrier: its gradient needs the row's U first, and without it
     # XLA:GPU shares expm1(z) between the two passes as a float32 [B, K] buffer (1024×1000
     # bf16 on H100: 10.0·B and 4 MiB of scratch with it shared, 6.0·B and 25 KiB without).
-    tangent = jax.checkpoint(_dense_tangent, prevent_cse=bool(poly), static_argnums=(0,))
-    return loss, tangent(poly, x, t, mask, stats, tx, tt)
+    tangent = jax.checkpoint(
+        _dense_tangent, prevent_cse=poly_t is not None or bool(poly), static_argnums=(0,)
+    )
+    if poly_t is None:
+        return loss, tangent(poly, x, t, mask, stats, tx, tt)
+    t_loss = tangent(poly, x, t, mask, stats, tx, tt, poly_t)
+    if t_poly is not None:
+        assert u is not None
+        t_loss = t_loss + u[..., 0] * t_poly.astype(loss.dtype)
+    return loss, t_loss
 
 
 _dense_ce.defjvp(_dense_ce_jvp, symbolic_zeros=True)
@@ -385,7 +429,11 @@ def int_loss(
     """The integer-label cross-entropy of `cross_entropy` and of the losses built on it, with
     every option checked once (errors name `fn`); the caller reduces it."""
     opts, _ = _options.parse(
-        fn, label_smoothing=label_smoothing, z_loss=z_loss, logit_softcap=logit_softcap
+        fn,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_softcap=logit_softcap,
+        traced_ok=True,
     )
     x, y, in_range, valid, class_mask = prepare_int(
         logits, labels, axis, where, fn, check_labels, ignore_index
@@ -393,7 +441,8 @@ def int_loss(
     k = x.shape[-1]
     cw = _options.class_weight_table(class_weights, k, "logits", np.shape(logits), fn)
     x = _options.softcap(x, opts.cap)
-    loss = _int_ce(opts, x, y, in_range, valid, class_mask, cw)
+    static, hyper = _options.split(opts)
+    loss = _int_ce(static, x, y, in_range, valid, class_mask, cw, hyper)
     if class_mask is not None:
         valid = valid & jnp.any(class_mask, axis=-1)
     w_y = None if cw is None else _checks.take(cw.astype(loss.dtype), y)
@@ -503,6 +552,11 @@ def cross_entropy(
             it by the same count as the rest: Σ w_y with class weights).
         logit_softcap: if set to ``c > 0``, logits are replaced by ``c·tanh(x/c)`` first;
             ``inf`` means no cap.
+
+            ``label_smoothing``, ``z_loss`` and ``logit_softcap`` may be traced (a schedule's
+            value under ``jit``), and are then differentiable; a Python number is checked when
+            the function is traced (and 0 or ``None`` compiles no term), a traced value
+            outside its range gives NaN losses.
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (sum over count whenever an
             example is valid, NaN propagating; 0 when none is) or ``"sum_and_count"``, which
             returns ``(sum, count)`` with ``count`` the ``"mean"`` denominator, for exact means
@@ -563,7 +617,7 @@ def cross_entropy(
 
 
 def dense_loss(
-    fn: str, logits: Any, labels: Any, axis: Any, where: Any, reduction: str, poly: float = 0.0
+    fn: str, logits: Any, labels: Any, axis: Any, where: Any, reduction: str, poly: Any = 0.0
 ) -> Array | tuple[Array, Array]:
     """`softmax_cross_entropy` (plus PolyLoss's term with `poly` = ε), its arguments checked in
     the name of `fn`."""
@@ -597,7 +651,10 @@ def dense_loss(
         class_mask = jnp.broadcast_to(example_mask[..., None], x.shape)
     elif class_mask is not None:
         valid = jnp.any(class_mask, axis=-1)
-    return _checks.reduce_loss(_dense_ce(poly, x, t, class_mask), reduction, valid)
+    poly_t = None
+    if not _checks.is_static(poly):
+        poly, poly_t = None, jnp.asarray(poly).astype(_checks.compute_dtype(x.dtype))
+    return _checks.reduce_loss(_dense_ce(poly, x, t, class_mask, poly_t), reduction, valid)
 
 
 def softmax_cross_entropy(

@@ -39,13 +39,34 @@ def _focal_factor_impl(gamma: float, n: Array) -> Array:
 
 
 _focal_factor = jax.custom_jvp(_focal_factor_impl, nondiff_argnums=(0,))
+"""g(n) for a Python γ (fixed at trace time: an integer γ is an integer power)."""
+
+_focal_factor_traced = jax.custom_jvp(_focal_factor_impl)
+"""g(n) for a traced γ (a schedule's value), differentiable in γ too."""
 
 
 @_focal_factor.defjvp
 def _focal_factor_jvp(gamma, primals, tangents):
+    (n,), (tn,) = primals, tangents
+    return _focal_factor_rule(gamma, n, tn)
+
+
+@_focal_factor_traced.defjvp
+def _focal_factor_traced_jvp(primals, tangents):
+    (gamma, n), (tg, tn) = primals, tangents
+    value, t_out = _focal_factor_rule(gamma, n, tn)
+    # ∂g/∂γ = q^γ·log q·n: 0 at n = 0 (q = 0, where log q = −inf) and at n = inf (q = 1).
+    n = jnp.maximum(n, 0)
+    q = -jnp.expm1(-n)
+    live = (n > 0) & (n < jnp.inf)
+    safe_q = jnp.where(live, q, jnp.ones_like(q))
+    d_gamma = jnp.where(live, value * jnp.log(safe_q), jnp.zeros_like(value))
+    return value, t_out + d_gamma * tg
+
+
+def _focal_factor_rule(gamma, n, tn):
     # d/dn [q^γ·n] = q^γ + γ·q^{γ−1}·p·n = q^γ·(1 + γ·p·n/q): n/q → 1 as n → 0, so the rule is
     # finite (0 for γ > 0) where autodiff of q^γ would meet ∞·0 (γ < 1). At n = +inf, p·n = 0.
-    (n,), (tn,) = primals, tangents
     # Its tie at n = 0 splits the Hessian's derivative there, where q^γ = 0 (γ > 0) multiplies
     # every term that depends on n, and γ = 0 has none: the split never shows.
     n = jnp.maximum(n, 0)
@@ -86,7 +107,9 @@ def softmax_focal_loss(
         axis: the class axis or tuple of axes (a label then indexes the flattened slice).
         where: boolean mask shaped like ``labels`` (drops examples: loss 0, gradient 0) or like
             ``logits`` (drops classes from the softmax).
-        gamma: the focusing parameter γ ≥ 0; ``gamma=0`` is ``cross_entropy`` exactly.
+        gamma: the focusing parameter γ ≥ 0; ``gamma=0`` is ``cross_entropy`` exactly. May be
+            traced (a schedule's value under ``jit``; differentiable): a traced γ < 0 gives
+            NaN.
         alpha: optional class balance: a scalar or a ``[K]`` array (lists and integers are
             accepted), differentiable. Each example is scaled by its label's ``α_y``.
         ignore_index: a label value (PyTorch uses -100) whose examples give loss 0 and
@@ -125,9 +148,12 @@ def softmax_focal_loss(
     """
     fn = "softmax_focal_loss"
     _checks.check_reduction(reduction, fn)
-    g = _checks.static_number(gamma, "gamma", fn, low=0.0)
+    g = _checks.traced_number(gamma, "gamma", fn, low=0.0)
     ce = int_loss(fn, logits, labels, axis, where, ignore_index=ignore_index)
-    loss = ce.loss if g == 0 else _focal_factor(g, ce.loss)
+    if not _checks.is_static(g):
+        loss = _focal_factor_traced(g.astype(ce.loss.dtype), ce.loss)
+    else:
+        loss = ce.loss if g == 0 else _focal_factor(g, ce.loss)
     table = _options.class_weight_table(
         alpha, ce.k, "logits", np.shape(logits), fn, option="alpha", scalar_ok=True
     )
@@ -171,7 +197,8 @@ def poly_loss_cross_entropy(
         where: boolean mask shaped like ``logits`` (drops classes from the softmax and the
             sums) or like the batch (drops examples: loss 0, gradient 0).
         epsilon: ε, the coefficient of ``(1 − p_t)``; the paper suggests 2 for ImageNet
-            classification and −1 for detection. A concrete number (fixed at trace time).
+            classification and −1 for detection. May be traced (a schedule's value under
+            ``jit``; differentiable): a traced NaN or infinity gives NaN.
         reduction: ``"none"``, ``"sum"``, ``"mean"`` (over kept examples) or
             ``"sum_and_count"``.
 
@@ -201,7 +228,7 @@ def poly_loss_cross_entropy(
         [0.1934 2.7241]
     """
     fn = "poly_loss_cross_entropy"
-    eps = _checks.static_number(epsilon, "epsilon", fn)
+    eps = _checks.traced_number(epsilon, "epsilon", fn)
     # One kernel with softmax_cross_entropy: the term shares its row statistics and passes.
     return dense_loss(fn, logits, labels, axis, where, reduction, poly=eps)
 
@@ -228,7 +255,8 @@ def smooth_labels(
     Args:
         labels: ``[..., K]`` one-hot or soft targets with a floating dtype, or ``[...]``
             integer class indices together with ``num_classes``.
-        alpha: the smoothing weight α in ``[0, 1]``, a concrete number.
+        alpha: the smoothing weight α in ``[0, 1]``. May be traced (a schedule's value under
+            ``jit``; differentiable): a traced α outside ``[0, 1]`` gives NaN targets.
         axis: the class axis or tuple of axes of ``labels`` (with integer labels: where the
             new class axis goes in the output, an int).
         where: boolean mask shaped like the output (classes to keep: ``K`` counts them) or
@@ -260,7 +288,7 @@ def smooth_labels(
          [0.8667 0.0667 0.0667]]
     """
     fn = "smooth_labels"
-    a = _checks.static_number(alpha, "alpha", fn, low=0.0, high=1.0)
+    a = _checks.traced_number(alpha, "alpha", fn, low=0.0, high=1.0)
     ldtype = jnp.result_type(labels)
     if jnp.issubdtype(ldtype, jnp.integer):
         if num_classes is None:
@@ -294,6 +322,8 @@ def smooth_labels(
     axes = _checks.canonicalize_axes(axis, t.ndim, "labels", t.shape, fn)
     example_mask, class_mask = _checks.split_where(where, t.shape, axes, fn)
     tf = t.astype(_checks.compute_dtype(t.dtype))
+    if not _checks.is_static(a):
+        a = a.astype(tf.dtype)
     if class_mask is None:
         k = math.prod(t.shape[i] for i in axes)
         out = (1.0 - a) * tf + a / k
