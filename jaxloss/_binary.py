@@ -27,7 +27,7 @@ from jax import Array, lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
-from jaxloss import _checks
+from jaxloss import _checks, _options
 
 # ---------------------------------------------------------------------------------------------
 # Elementwise pieces.
@@ -373,10 +373,13 @@ def _masked(mask: Array | None, *pairs: tuple[Array | None, float]) -> list[Arra
     return [None if a is None else jnp.where(mask, a, jnp.full_like(a, c)) for a, c in pairs]
 
 
-def _finish(loss: Array, mask: Array | None, reduction: str):
+def _finish(fn: str, loss: Array, mask: Array | None, reduction: str, weights: Any):
     if mask is not None:
         loss = jnp.where(mask, loss, jnp.zeros_like(loss))
-    return _checks.reduce_loss(loss, reduction, mask)
+    w = _options.example_weights(
+        weights, loss.shape, fn, "the broadcast shape of `logits` and `labels`"
+    )
+    return _options.reduce(loss, reduction, mask, None, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,6 +391,7 @@ def sigmoid_binary_cross_entropy(
     labels: ArrayLike,
     where: ArrayLike | None = None,
     *,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Sigmoid (binary) cross-entropy of each element (a drop-in for Optax's).
@@ -409,6 +413,10 @@ def sigmoid_binary_cross_entropy(
             does).
         where: optional boolean mask broadcastable to the loss's shape: masked elements give
             loss 0 and gradient 0 whatever their inputs, and leave the ``"mean"`` count.
+        weights: optional per-element (sample) weights ``s``, broadcastable to the loss's
+            shape, differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``) and
+            ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept elements (``"sum_and_count"`` returns
+            ``Σ s``).
         reduction: ``"none"`` (the default: one loss per element, as Optax returns), ``"sum"``,
             ``"mean"`` over the kept elements (0 when none is kept) or ``"sum_and_count"``.
 
@@ -439,7 +447,7 @@ def sigmoid_binary_cross_entropy(
     x, t, mask, _, _ = _prepare(fn, logits, labels, where)
     x, t = _masked(mask, (x, 0.0), (t, 0.0))
     assert x is not None and t is not None
-    return _finish(_bce(x, t, jnp.ones((), x.dtype)), mask, reduction)
+    return _finish(fn, _bce(x, t, jnp.ones((), x.dtype)), mask, reduction, weights)
 
 
 def binary_cross_entropy_with_logits(
@@ -450,6 +458,7 @@ def binary_cross_entropy_with_logits(
     weight: ArrayLike | None = None,
     pos_weight: ArrayLike | None = None,
     label_smoothing: float = 0.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Binary cross-entropy on logits with PyTorch's options (``weight``, ``pos_weight``).
@@ -481,6 +490,10 @@ def binary_cross_entropy_with_logits(
             ``smooth_labels`` on the two classes {t, 1 − t}). ``pos_weight`` multiplies the
             smoothed positive term. May be traced (a schedule; differentiable): a traced value
             outside ``[0, 1]`` gives NaN.
+        weights: optional per-element (sample) weights ``s``, broadcastable to the loss's
+            shape, differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``) and
+            ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept elements (``"sum_and_count"`` returns
+            ``Σ s``). Unlike ``weight`` (PyTorch's), they weight the mean's count too.
         reduction: ``"none"`` (the default here; PyTorch's default is ``"mean"``), ``"sum"``,
             ``"mean"`` or ``"sum_and_count"``. The mean divides by the number of kept elements,
             not by the sum of ``weight``, as PyTorch's does (masked elements leave the count).
@@ -528,7 +541,7 @@ def binary_cross_entropy_with_logits(
     loss = _bce(x, t, jnp.ones((), x.dtype) if pw is None else pw)
     if w is not None:
         loss = w * loss
-    return _finish(loss, mask, reduction)
+    return _finish(fn, loss, mask, reduction, weights)
 
 
 def sigmoid_focal_loss(
@@ -538,6 +551,7 @@ def sigmoid_focal_loss(
     *,
     alpha: float | None = None,
     gamma: float = 2.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Sigmoid focal loss of each element (a drop-in for Optax's).
@@ -566,6 +580,10 @@ def sigmoid_focal_loss(
 
             ``alpha`` and ``gamma`` may be traced (a schedule's value under ``jit``, as Optax
             allows), and are then differentiable; a traced value outside its range gives NaN.
+        weights: optional per-element (sample) weights ``s``, broadcastable to the loss's
+            shape, differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``) and
+            ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept elements (``"sum_and_count"`` returns
+            ``Σ s``).
         reduction: ``"none"`` (the default, as Optax), ``"sum"``, ``"mean"`` over the kept
             elements or ``"sum_and_count"``.
 
@@ -607,4 +625,4 @@ def sigmoid_focal_loss(
     # A traced γ or α goes to the rule as a differentiable argument (None: a Python number).
     hyper = tuple(None if v is None or _checks.is_static(v) else v.astype(cdt) for v in (g, a))
     g, a = (None if h is not None else v for v, h in zip((g, a), hyper, strict=True))
-    return _finish(_focal(g, a, x, t, hyper), mask, reduction)
+    return _finish(fn, _focal(g, a, x, t, hyper), mask, reduction, weights)

@@ -449,10 +449,11 @@ def int_loss(
     return IntLoss(loss, y, valid, w_y, k)
 
 
-def _int_cross_entropy(fn, logits, labels, axis, where, reduction, **options):
+def _int_cross_entropy(fn, logits, labels, axis, where, reduction, weights=None, **options):
     _checks.check_reduction(reduction, fn)
     out = int_loss(fn, logits, labels, axis, where, **options)
-    return _checks.reduce_loss(out.loss, reduction, out.valid, out.w_y)
+    w = _options.example_weights(weights, out.loss.shape, fn, "the shape of `labels`")
+    return _options.reduce(out.loss, reduction, out.valid, out.w_y, w)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -516,6 +517,7 @@ def cross_entropy(
     class_weights: ArrayLike | None = None,
     z_loss: float = 0.0,
     logit_softcap: float | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
     check_labels: bool = False,
 ) -> Array | tuple[Array, Array]:
@@ -557,6 +559,11 @@ def cross_entropy(
             value under ``jit``), and are then differentiable; a Python number is checked when
             the function is traced (and 0 or ``None`` compiles no term), a traced value
             outside its range gives NaN losses.
+        weights: optional per-example (sample or token) weights ``s``, shaped like ``labels``
+            or broadcasting to it; differentiable. Each loss becomes ``s·ℓ`` (0 where
+            ``s = 0``, even for an infinite loss) and counts ``s`` times: ``"mean"`` is
+            ``Σ s·ℓ / Σ s`` (``Σ s·w_y·ℓ / Σ s·w_y`` with class weights) over the valid
+            examples, and ``"sum_and_count"`` returns that denominator as the count.
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (sum over count whenever an
             example is valid, NaN propagating; 0 when none is) or ``"sum_and_count"``, which
             returns ``(sum, count)`` with ``count`` the ``"mean"`` denominator, for exact means
@@ -613,14 +620,25 @@ def cross_entropy(
         z_loss=z_loss,
         logit_softcap=logit_softcap,
         check_labels=check_labels,
+        weights=weights,
     )
 
 
 def dense_loss(
-    fn: str, logits: Any, labels: Any, axis: Any, where: Any, reduction: str, poly: Any = 0.0
+    fn: str,
+    logits: Any,
+    labels: Any,
+    axis: Any,
+    where: Any,
+    reduction: str,
+    poly: Any = 0.0,
+    *,
+    label_smoothing: Any = 0.0,
+    class_weights: Any = None,
+    weights: Any = None,
 ) -> Array | tuple[Array, Array]:
     """`softmax_cross_entropy` (plus PolyLoss's term with `poly` = ε), its arguments checked in
-    the name of `fn`."""
+    the name of `fn`. `axis=None` takes every axis as the class axis (one loss), as Optax."""
     _checks.check_reduction(reduction, fn)
     _checks.check_floating(logits, "logits", fn)
     logits = jnp.asarray(logits)
@@ -641,10 +659,14 @@ def dense_loss(
             )
         labels = labels.astype(_checks.compute_dtype(logits.dtype))
     _checks.check_broadcasts_to(labels, logits.shape, "labels", "logits", fn)
+    if axis is None:
+        axis = tuple(range(logits.ndim))
     axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
+    eps = _checks.traced_number(label_smoothing, "label_smoothing", fn, low=0.0, high=1.0)
     example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
     t = _checks.classes_last(jnp.broadcast_to(labels, logits.shape), axes)
+    t = _soft_targets(t, eps, class_weights, class_mask, logits.shape, fn)
     valid = None
     if example_mask is not None:
         valid = example_mask
@@ -654,31 +676,68 @@ def dense_loss(
     poly_t = None
     if not _checks.is_static(poly):
         poly, poly_t = None, jnp.asarray(poly).astype(_checks.compute_dtype(x.dtype))
-    return _checks.reduce_loss(_dense_ce(poly, x, t, class_mask, poly_t), reduction, valid)
+    loss = _dense_ce(poly, x, t, class_mask, poly_t)
+    w = _options.example_weights(weights, loss.shape, fn, "the batch shape of `logits`")
+    return _options.reduce(loss, reduction, valid, None, w)
+
+
+def _soft_targets(t, eps, class_weights, class_mask, shape, fn):
+    """PyTorch's soft targets: mixed with the uniform distribution over the K′ classes left in
+    by a class mask (``(1 − ε)·t + ε/K′``), then each class scaled by its weight."""
+    k = t.shape[-1]
+    if not _options.is_zero(eps):
+        tf = t.astype(_checks.compute_dtype(t.dtype))
+        if class_mask is None:
+            n_cls = jnp.asarray(k, tf.dtype)
+        else:
+            n_cls = jnp.maximum(jnp.sum(class_mask, -1, keepdims=True, dtype=tf.dtype), 1)
+        e = eps if _checks.is_static(eps) else eps.astype(tf.dtype)
+        t = (1.0 - e) * tf + e / n_cls
+    cw = _options.class_weight_table(class_weights, k, "logits", shape, fn)
+    if cw is not None:
+        tf = t.astype(_checks.compute_dtype(t.dtype))
+        t = tf * cw.astype(tf.dtype).reshape((1,) * (t.ndim - 1) + (k,))
+    return t
 
 
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
+    label_smoothing: float = 0.0,
+    class_weights: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Softmax cross-entropy against one-hot or soft targets (a drop-in for Optax's).
 
-    In plain text: ℓᵢ = −Σ_j t_ij · log softmax(xᵢ)_j.
+    In plain text: ℓᵢ = −Σ_j w_j·t′_ij · log softmax(xᵢ)_j, t′ = (1 − ε)·t + ε/K′ (PyTorch's
+    soft-target formula; t′ = t and w_j = 1 by default).
 
     .. math::
-        \ell_i = -\sum_j t_{ij} \log \operatorname{softmax}(x_i)_j
+        \ell_i = -\sum_j w_j\, t'_{ij} \log \operatorname{softmax}(x_i)_j, \qquad
+        t' = (1 - \varepsilon)\, t + \varepsilon / K'
 
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
         labels: ``[..., K]`` target probabilities (each row is a distribution), integer
             one-hot rows, or any shape that broadcasts to the logits'.
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one loss, as Optax).
         where: optional boolean mask shaped like the batch (drops examples) or like ``logits``
             (drops classes).
+        label_smoothing: ε in [0, 1]: the targets are mixed with the uniform distribution over
+            the :math:`K'` classes ``where`` leaves in, as PyTorch's ``F.cross_entropy(x,
+            probs, label_smoothing=ε)``. May be traced (a schedule; differentiable): a traced ε
+            outside [0, 1] gives NaN.
+        class_weights: optional ``[K]`` weights of the class terms (PyTorch's ``weight`` with
+            probability targets; differentiable). Unlike with class indices, ``"mean"`` then
+            still divides by the number of examples, not by a sum of weights (PyTorch).
+        weights: optional per-example (sample) weights ``s`` of the batch shape (or
+            broadcasting to it), differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``)
+            and ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept examples; ``"sum_and_count"``
+            returns ``Σ s`` as the count.
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
             keeps) or ``"sum_and_count"``.
 
@@ -699,7 +758,17 @@ def softmax_cross_entropy(
         >>> print(jaxloss.softmax_cross_entropy(logits, targets))
         [0.2761 1.8018]
     """
-    return dense_loss("softmax_cross_entropy", logits, labels, axis, where, reduction)
+    return dense_loss(
+        "softmax_cross_entropy",
+        logits,
+        labels,
+        axis,
+        where,
+        reduction,
+        label_smoothing=label_smoothing,
+        class_weights=class_weights,
+        weights=weights,
+    )
 
 
 def nll_loss(
@@ -710,6 +779,7 @@ def nll_loss(
     *,
     ignore_index: int | None = None,
     class_weights: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
     check_labels: bool = False,
 ) -> Array | tuple[Array, Array]:
@@ -730,6 +800,8 @@ def nll_loss(
         ignore_index: a label value whose examples give 0 and leave the ``"mean"`` denominator.
         class_weights: ``[K]`` weights; ``"mean"`` divides by the sum of the valid examples'
             label weights (PyTorch).
+        weights: optional per-example weights shaped like ``labels`` (or broadcasting to it),
+            as in ``cross_entropy``: ``"mean"`` is ``Σ s·w_y·ℓ / Σ s·w_y``.
         reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"sum_and_count"``.
         check_labels: if True, raise at run time naming the first out-of-range label.
 
@@ -771,4 +843,5 @@ def nll_loss(
     loss = nll if w_y is None else w_y * nll
     loss = jnp.where(valid, loss, 0)
     loss = jnp.where(valid & ~in_range, jnp.nan, loss)
-    return _checks.reduce_loss(loss, reduction, valid, w_y)
+    w = _options.example_weights(weights, loss.shape, fn, "the shape of `labels`")
+    return _options.reduce(loss, reduction, valid, w_y, w)

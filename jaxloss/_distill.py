@@ -25,7 +25,7 @@ from jax import Array
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
-from jaxloss import _checks, _impl
+from jaxloss import _checks, _impl, _options
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
 
 
@@ -221,6 +221,7 @@ def softmax_kl_divergence(
     *,
     temperature: float = 1.0,
     beta: float = 0.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Distillation divergence between tempered teacher and student softmaxes, from logits.
@@ -273,6 +274,10 @@ def softmax_kl_divergence(
             and are then differentiable (``∂D/∂β = KL(p‖m) − KL(q‖m)`` between the ends, 0 at
             them); a traced value outside its range gives NaN. A traced ``beta`` computes the
             three divergences and selects one per value.
+        weights: optional per-example (token) weights ``s`` of the batch shape (or
+            broadcasting to it), differentiable: each divergence becomes ``s·D`` and
+            ``"mean"`` is ``Σ s·D / Σ s`` over the kept examples (``"sum_and_count"`` returns
+            ``Σ s``).
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the kept examples; 0
             when none is kept) or ``"sum_and_count"``.
 
@@ -343,4 +348,5 @@ def softmax_kl_divergence(
     if reduction != "none" and mask is not None:
         # A fully masked row (an example mask, or a class mask leaving nothing) is not counted.
         valid = jnp.any(mask, axis=-1)
-    return _checks.reduce_loss(loss, reduction, valid)
+    w = _options.example_weights(weights, loss.shape, fn, "the batch shape of the logits")
+    return _options.reduce(loss, reduction, valid, None, w)

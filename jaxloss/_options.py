@@ -333,3 +333,53 @@ def option_slopes(
 
     return kept(d_eps), kept(d_zl)
 
+
+# ---------------------------------------------------------------------------------------------
+# Per-example weights and the reduction: every loss reduces here.
+
+
+def example_weights(weights: Any, shape: tuple, fn: str, what: str) -> Array | None:
+    """`weights` checked against the per-example loss `shape` (real numbers, a shape that
+    broadcasts to it without enlarging it), as a float array of that shape; None: None.
+    `what` says where `shape` comes from, for the message."""
+    if weights is None:
+        return None
+    w = jnp.asarray(weights)
+    if not (
+        jnp.issubdtype(w.dtype, jnp.floating)
+        or jnp.issubdtype(w.dtype, jnp.integer)
+        or w.dtype == jnp.bool_
+    ):
+        raise TypeError(
+            f"{fn}: `weights` must be real numbers, got dtype {w.dtype} with shape {w.shape}."
+        )
+    try:
+        ok = tuple(jnp.broadcast_shapes(w.shape, tuple(shape))) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: `weights` with shape {w.shape} must have the per-example loss's shape "
+            f"{tuple(shape)} ({what}) or broadcast to it; one weight per example."
+        )
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+        w = w.astype(jnp.float32)
+    return jnp.broadcast_to(w, shape)
+
+
+def reduce(
+    loss: Array,
+    reduction: str,
+    valid: Array | None = None,
+    count: Array | None = None,
+    weights: Array | None = None,
+) -> Array | tuple[Array, Array]:
+    """`_checks.reduce_loss` with per-example weights s (checked by `example_weights`): each
+    loss becomes s·ℓ (0 where s = 0, even for an infinite or NaN ℓ), and each example counts
+    s times (times its `count` weight, e.g. its label's class weight), so ``"mean"`` is
+    Σ s·ℓ / Σ s over the kept examples and ``"sum_and_count"`` returns (Σ s·ℓ, Σ s)."""
+    if weights is not None:
+        s = weights.astype(loss.dtype)
+        loss = jnp.where(s == 0, jnp.zeros_like(loss), s * loss)
+        count = s if count is None else s * count.astype(loss.dtype)
+    return _checks.reduce_loss(loss, reduction, valid, count)

@@ -92,6 +92,7 @@ def softmax_focal_loss(
     gamma: float = 2.0,
     alpha: ArrayLike | None = None,
     ignore_index: int | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Softmax focal loss of integer labels: cross-entropy scaled down on easy examples.
@@ -114,6 +115,9 @@ def softmax_focal_loss(
             accepted), differentiable. Each example is scaled by its label's ``α_y``.
         ignore_index: a label value (PyTorch uses -100) whose examples give loss 0 and
             gradient 0 and leave the ``"mean"`` denominator.
+        weights: optional per-example weights ``s`` shaped like ``labels`` (or broadcasting to
+            it), differentiable: each loss becomes ``s·ℓ`` and ``"mean"`` divides by ``Σ s``
+            over the kept examples (``"sum_and_count"`` returns it).
         reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"sum_and_count"``. ``"mean"`` divides
             by the number of kept examples, not by ``Σ α_y`` (as torchvision and the paper,
             which normalises by a count of examples): ``α`` is a fixed reweighting, which
@@ -163,7 +167,8 @@ def softmax_focal_loss(
         # Dropped examples have loss 0; an inf or NaN α_y must not turn that into NaN.
         loss = jnp.where(ce.valid, a, jnp.zeros_like(loss)) * loss
     # The mean counts examples, not Σ α_y: α rescales each example's loss (as in torchvision).
-    return _checks.reduce_loss(loss, reduction, ce.valid)
+    w = _options.example_weights(weights, loss.shape, fn, "the shape of `labels`")
+    return _options.reduce(loss, reduction, ce.valid, None, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,10 +178,11 @@ def softmax_focal_loss(
 def poly_loss_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
     epsilon: float = 2.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Poly-1 loss: cross-entropy plus ε times the first polynomial term (a drop-in for Optax's).
@@ -193,12 +199,14 @@ def poly_loss_cross_entropy(
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
         labels: ``[..., K]`` one-hot or soft targets; integer one-hot arrays are accepted and
             converted to the logits' compute dtype.
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one loss, as Optax).
         where: boolean mask shaped like ``logits`` (drops classes from the softmax and the
             sums) or like the batch (drops examples: loss 0, gradient 0).
         epsilon: ε, the coefficient of ``(1 − p_t)``; the paper suggests 2 for ImageNet
             classification and −1 for detection. May be traced (a schedule's value under
             ``jit``; differentiable): a traced NaN or infinity gives NaN.
+        weights: optional per-example weights of the batch shape (or broadcasting to it), as
+            in ``softmax_cross_entropy``: ``"mean"`` is ``Σ s·ℓ / Σ s``.
         reduction: ``"none"``, ``"sum"``, ``"mean"`` (over kept examples) or
             ``"sum_and_count"``.
 
@@ -230,7 +238,7 @@ def poly_loss_cross_entropy(
     fn = "poly_loss_cross_entropy"
     eps = _checks.traced_number(epsilon, "epsilon", fn)
     # One kernel with softmax_cross_entropy: the term shares its row statistics and passes.
-    return dense_loss(fn, logits, labels, axis, where, reduction, poly=eps)
+    return dense_loss(fn, logits, labels, axis, where, reduction, poly=eps, weights=weights)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +249,7 @@ def smooth_labels(
     labels: ArrayLike,
     alpha: float,
     *,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     num_classes: int | None = None,
 ) -> Array:
@@ -257,8 +265,8 @@ def smooth_labels(
             integer class indices together with ``num_classes``.
         alpha: the smoothing weight α in ``[0, 1]``. May be traced (a schedule's value under
             ``jit``; differentiable): a traced α outside ``[0, 1]`` gives NaN targets.
-        axis: the class axis or tuple of axes of ``labels`` (with integer labels: where the
-            new class axis goes in the output, an int).
+        axis: the class axis or tuple of axes of ``labels``, ``None`` for all of them (with
+            integer labels: where the new class axis goes in the output, an int).
         where: boolean mask shaped like the output (classes to keep: ``K`` counts them) or
             like its batch (examples to keep). Entries outside the mask are 0, so each kept
             row still sums to 1 over its kept classes.
@@ -319,6 +327,8 @@ def smooth_labels(
         _checks.check_floating(labels, "labels", fn)
         t = jnp.asarray(labels)
         out_dtype = t.dtype
+    if axis is None:
+        axis = tuple(range(t.ndim))
     axes = _checks.canonicalize_axes(axis, t.ndim, "labels", t.shape, fn)
     example_mask, class_mask = _checks.split_where(where, t.shape, axes, fn)
     tf = t.astype(_checks.compute_dtype(t.dtype))
