@@ -713,8 +713,13 @@ def softmax_cross_entropy(
 ) -> Array | tuple[Array, Array]:
     r"""Softmax cross-entropy against one-hot or soft targets (a drop-in for Optax's).
 
-    In plain text: ℓᵢ = −Σ_j w_j·t′_ij · log softmax(xᵢ)_j, t′ = (1 − ε)·t + ε/K′ (PyTorch's
-    soft-target formula; t′ = t and w_j = 1 by default).
+    In plain text: ℓᵢ = −Σ_j t_ij · log softmax(xᵢ)_j.
+
+    .. math::
+        \ell_i = -\sum_j t_{ij} \log \operatorname{softmax}(x_i)_j
+
+    With ``label_smoothing`` ε and ``class_weights`` w (PyTorch's soft-target formula), t_ij is
+    replaced by w_j·t′_ij, t′ = (1 − ε)·t + ε/K′:
 
     .. math::
         \ell_i = -\sum_j w_j\, t'_{ij} \log \operatorname{softmax}(x_i)_j, \qquad
@@ -757,6 +762,16 @@ def softmax_cross_entropy(
         >>> targets = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
         >>> print(jaxloss.softmax_cross_entropy(logits, targets))
         [0.2761 1.8018]
+        >>> # PyTorch's F.cross_entropy(logits, targets, label_smoothing=0.1, weight=w):
+        >>> w = jnp.array([1.0, 2.0, 0.5])
+        >>> smoothed = jaxloss.softmax_cross_entropy(
+        ...     logits, targets, label_smoothing=0.1, class_weights=w)
+        >>> print(smoothed)
+        [0.4424 3.0393]
+        >>> # Sample weights: Σ s·ℓ / Σ s.
+        >>> s = jnp.array([1.0, 3.0])
+        >>> print(jaxloss.softmax_cross_entropy(logits, targets, weights=s, reduction="mean"))
+        1.4204
     """
     return dense_loss(
         "softmax_cross_entropy",
