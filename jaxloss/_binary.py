@@ -27,7 +27,7 @@ from jax import Array, lax
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
-from jaxloss import _checks
+from jaxloss import _checks, _options
 
 # ---------------------------------------------------------------------------------------------
 # Elementwise pieces.
@@ -146,13 +146,14 @@ _bce_target_slope.defjvp(_bce_target_slope_jvp, symbolic_zeros=True)
 # array (the gradient's coefficient), not α_t besides it.
 
 
-def _focal_parts(gamma: float, x: Array, t: Array):
+def _focal_parts(gamma: Any, x: Array, t: Array):
     sp_pos, sp_neg = _softplus_pair(x)
     bce = _mul0(t, sp_neg) + _mul0(1 - t, sp_pos)
     log_m = _log_m(t, sp_pos, sp_neg)
-    if gamma == 0:
+    static = _checks.is_static(gamma)
+    if static and gamma == 0:
         weight = None  # exactly the cross-entropy
-    elif float(gamma).is_integer() and gamma <= 8:
+    elif static and float(gamma).is_integer() and gamma <= 8:
         # Integer γ: m^γ by multiplication, as exact as m (m underflows only where m^γ does).
         m = (1 - t) * jax.nn.sigmoid(x) + t * jax.nn.sigmoid(-x)
         weight = lax.integer_pow(m, int(gamma))
@@ -214,7 +215,7 @@ def _focal_ratio_jvp(primals, tangents):
 _focal_ratio.defjvp(_focal_ratio_jvp, symbolic_zeros=True)
 
 
-def _alpha_t(alpha: float | None, t: Array) -> Array | None:
+def _alpha_t(alpha: Any, t: Array) -> Array | None:
     return None if alpha is None else alpha * t + (1 - alpha) * (1 - t)
 
 
@@ -222,17 +223,29 @@ def _scaled(a: Array | None, v: Array) -> Array:
     return v if a is None else a * v
 
 
-def _focal_impl(gamma: float, alpha: float | None, x: Array, t: Array) -> Array:
+def _focal_impl(gamma: Any, alpha: Any, x: Array, t: Array, hyper: tuple) -> Array:
+    """`gamma`, `alpha`: Python numbers (alpha None: no weighting), or None where the value is
+    traced and given in `hyper` = (γ or None, α or None)."""
+    gamma, alpha = _focal_options(gamma, alpha, hyper)
     bce, _, weight = _focal_parts(gamma, x, t)
     return _scaled(_alpha_t(alpha, t), bce if weight is None else _mul0(weight, bce))
+
+
+def _focal_options(gamma: Any, alpha: Any, hyper: tuple) -> tuple[Any, Any]:
+    return (gamma if hyper[0] is None else hyper[0]), (alpha if hyper[1] is None else hyper[1])
 
 
 _focal = jax.custom_jvp(_focal_impl, nondiff_argnums=(0, 1))
 
 
 def _focal_jvp(gamma, alpha, primals, tangents):
-    x, t = primals
-    tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents)
+    x, t, hyper = primals
+    gamma, alpha = _focal_options(gamma, alpha, hyper)
+    tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents[:2])
+    t_gamma, t_alpha = (
+        None if h is None or isinstance(v, SymbolicZero) else v
+        for h, v in zip(hyper, tangents[2], strict=True)
+    )
     bce, log_m, weight = _focal_parts(gamma, x, t)
     unweighted = bce if weight is None else _mul0(weight, bce)
     a_t = _alpha_t(alpha, t)
@@ -257,6 +270,14 @@ def _focal_jvp(gamma, alpha, primals, tangents):
         if alpha is not None:
             g = g + (2 * alpha - 1) * unweighted
         terms.append(g * tt)
+    if t_gamma is not None:
+        # ∂ℓ/∂γ = α_t·m^γ·log m·B: 0 where m^γ·B = 0 (p_t = 1) or log m = 0 (B = inf, m = 1).
+        w_b = unweighted
+        zero = (w_b == 0) | (log_m == 0)
+        d_gamma = jnp.where(zero, jnp.zeros_like(w_b), jnp.where(zero, 1, w_b) * log_m)
+        terms.append(_scaled(a_t, d_gamma) * t_gamma)
+    if t_alpha is not None:
+        terms.append((2 * t - 1) * unweighted * t_alpha)  # ∂α_t/∂α = 2t − 1
     return _scaled(a_t, unweighted), _sum_terms(terms, unweighted)
 
 
@@ -363,10 +384,13 @@ def _masked(mask: Array | None, *pairs: tuple[Array | None, float]) -> list[Arra
     return [None if a is None else jnp.where(mask, a, jnp.full_like(a, c)) for a, c in pairs]
 
 
-def _finish(loss: Array, mask: Array | None, reduction: str):
+def _finish(fn: str, loss: Array, mask: Array | None, reduction: str, weights: Any):
     if mask is not None:
         loss = jnp.where(mask, loss, jnp.zeros_like(loss))
-    return _checks.reduce_loss(loss, reduction, mask)
+    w = _options.example_weights(
+        weights, loss.shape, fn, "the broadcast shape of `logits` and `labels`"
+    )
+    return _options.reduce(loss, reduction, mask, None, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,6 +402,7 @@ def sigmoid_binary_cross_entropy(
     labels: ArrayLike,
     where: ArrayLike | None = None,
     *,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Sigmoid (binary) cross-entropy of each element (a drop-in for Optax's).
@@ -399,6 +424,10 @@ def sigmoid_binary_cross_entropy(
             does).
         where: optional boolean mask broadcastable to the loss's shape: masked elements give
             loss 0 and gradient 0 whatever their inputs, and leave the ``"mean"`` count.
+        weights: optional per-element (sample) weights ``s``, broadcastable to the loss's
+            shape, differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``) and
+            ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept elements (``"sum_and_count"`` returns
+            ``Σ s``).
         reduction: ``"none"`` (the default: one loss per element, as Optax returns), ``"sum"``,
             ``"mean"`` over the kept elements (0 when none is kept) or ``"sum_and_count"``.
 
@@ -429,7 +458,7 @@ def sigmoid_binary_cross_entropy(
     x, t, mask, _, _ = _prepare(fn, logits, labels, where)
     x, t = _masked(mask, (x, 0.0), (t, 0.0))
     assert x is not None and t is not None
-    return _finish(_bce(x, t, jnp.ones((), x.dtype)), mask, reduction)
+    return _finish(fn, _bce(x, t, jnp.ones((), x.dtype)), mask, reduction, weights)
 
 
 def binary_cross_entropy_with_logits(
@@ -440,6 +469,7 @@ def binary_cross_entropy_with_logits(
     weight: ArrayLike | None = None,
     pos_weight: ArrayLike | None = None,
     label_smoothing: float = 0.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Binary cross-entropy on logits with PyTorch's options (``weight``, ``pos_weight``).
@@ -469,7 +499,12 @@ def binary_cross_entropy_with_logits(
             ``t′ = (1 − ε)·t + ε/2``. PyTorch's function has no such option; this is the
             convention of Keras's ``BinaryCrossentropy(label_smoothing=ε)`` (and of Optax's
             ``smooth_labels`` on the two classes {t, 1 − t}). ``pos_weight`` multiplies the
-            smoothed positive term.
+            smoothed positive term. May be traced (a schedule; differentiable): a traced value
+            outside ``[0, 1]`` gives NaN.
+        weights: optional per-element (sample) weights ``s``, broadcastable to the loss's
+            shape, differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``) and
+            ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept elements (``"sum_and_count"`` returns
+            ``Σ s``). Unlike ``weight`` (PyTorch's), they weight the mean's count too.
         reduction: ``"none"`` (the default here; PyTorch's default is ``"mean"``), ``"sum"``,
             ``"mean"`` or ``"sum_and_count"``. The mean divides by the number of kept elements,
             not by the sum of ``weight``, as PyTorch's does (masked elements leave the count).
@@ -502,19 +537,22 @@ def binary_cross_entropy_with_logits(
     """
     fn = "binary_cross_entropy_with_logits"
     _checks.check_reduction(reduction, fn)
-    eps = _checks.static_number(label_smoothing, "label_smoothing", fn, low=0.0, high=1.0)
+    eps = _checks.traced_number(label_smoothing, "label_smoothing", fn, low=0.0, high=1.0)
     x, t, mask, opts, _ = _prepare(
         fn, logits, labels, where, same_shape=True, weight=weight, pos_weight=pos_weight
     )
     w, pw = opts["weight"], opts["pos_weight"]
-    if eps:
+    if not _checks.is_static(eps):
+        eps = eps.astype(t.dtype)
+        t = t * (1 - eps) + eps / 2
+    elif eps:
         t = t * (1 - eps) + eps / 2
     x, t, w, pw = _masked(mask, (x, 0.0), (t, 0.0), (w, 0.0), (pw, 1.0))
     assert x is not None and t is not None
     loss = _bce(x, t, jnp.ones((), x.dtype) if pw is None else pw)
     if w is not None:
         loss = w * loss
-    return _finish(loss, mask, reduction)
+    return _finish(fn, loss, mask, reduction, weights)
 
 
 def sigmoid_focal_loss(
@@ -524,6 +562,7 @@ def sigmoid_focal_loss(
     *,
     alpha: float | None = None,
     gamma: float = 2.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Sigmoid focal loss of each element (a drop-in for Optax's).
@@ -549,6 +588,13 @@ def sigmoid_focal_loss(
         alpha: optional weight α in ``[0, 1]`` of the positive term (``α_t = α·t + (1 − α)(1 −
             t)``); ``None`` for no weighting (Optax's default; Lin et al. use 0.25).
         gamma: the focusing exponent γ ≥ 0; 0 gives the (α-weighted) cross-entropy exactly.
+
+            ``alpha`` and ``gamma`` may be traced (a schedule's value under ``jit``, as Optax
+            allows), and are then differentiable; a traced value outside its range gives NaN.
+        weights: optional per-element (sample) weights ``s``, broadcastable to the loss's
+            shape, differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``) and
+            ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept elements (``"sum_and_count"`` returns
+            ``Σ s``).
         reduction: ``"none"`` (the default, as Optax), ``"sum"``, ``"mean"`` over the kept
             elements or ``"sum_and_count"``.
 
@@ -565,8 +611,8 @@ def sigmoid_focal_loss(
         and gradients are finite for every finite logit and every ``γ ≥ 0``, and at
         ``p_t = 1`` (a logit of ``±inf`` on its label) the loss and its gradient are 0, the
         limits (Optax gives NaN for both). The gradient w.r.t. hard labels is the true one
-        (Optax's drops the factor's term there). ``alpha`` and ``gamma`` are static (Python
-        numbers).
+        (Optax's drops the factor's term there). A traced γ computes the factor as
+        ``exp(γ·log(1 − p_t))`` for every γ (a Python integer γ multiplies it out).
 
     References:
         Lin, Goyal, Girshick, He and Dollár, "Focal Loss for Dense Object Detection",
@@ -582,9 +628,12 @@ def sigmoid_focal_loss(
     """
     fn = "sigmoid_focal_loss"
     _checks.check_reduction(reduction, fn)
-    g = _checks.static_number(gamma, "gamma", fn, low=0.0)
-    a = None if alpha is None else _checks.static_number(alpha, "alpha", fn, low=0.0, high=1.0)
-    x, t, mask, _, _ = _prepare(fn, logits, labels, where)
+    g = _checks.traced_number(gamma, "gamma", fn, low=0.0)
+    a = None if alpha is None else _checks.traced_number(alpha, "alpha", fn, low=0.0, high=1.0)
+    x, t, mask, _, cdt = _prepare(fn, logits, labels, where)
     x, t = _masked(mask, (x, 0.0), (t, 0.0))
     assert x is not None and t is not None
-    return _finish(_focal(g, a, x, t), mask, reduction)
+    # A traced γ or α goes to the rule as a differentiable argument (None: a Python number).
+    hyper = tuple(None if v is None or _checks.is_static(v) else v.astype(cdt) for v in (g, a))
+    g, a = (None if h is not None else v for v, h in zip((g, a), hyper, strict=True))
+    return _finish(fn, _focal(g, a, x, t, hyper), mask, reduction, weights)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
@@ -395,6 +396,50 @@ def check_index(value: int, name: str, fn: str) -> None:
             f"{fn}: `{name}`={value} is outside [{info.min}, {info.max}], the range of JAX's "
             f"{info.dtype} (no label can equal it). Pass a label value in that range, e.g. -100."
         )
+
+
+def traced_number(
+    value: Any,
+    name: str,
+    fn: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_inf: bool = False,
+) -> Any:
+    """A scalar hyperparameter: a Python float checked by `static_number` when it is concrete
+    (a number, or an array outside any trace), else a traced float scalar (a schedule's value,
+    under `jit` or `grad`) with NaN in place of a value outside the range `static_number` checks:
+    an out-of-range traced value gives NaN losses, never a silent finite one."""
+    if not isinstance(value, jax_core.Tracer):
+        return static_number(
+            value, name, fn, low=low, high=high, low_open=low_open, allow_inf=allow_inf
+        )
+    dtype = jnp.result_type(value)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(
+            f"{fn}: `{name}` must be a real number, got a traced value of dtype {dtype} with "
+            f"shape {_shape(value)}."
+        )
+    if _shape(value) != ():
+        raise ValueError(
+            f"{fn}: `{name}` must be a scalar, got a traced value with shape {_shape(value)}."
+        )
+    v = jnp.asarray(value)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        v = v.astype(jnp.result_type(float))
+    ok = ~jnp.isnan(v) if allow_inf else jnp.isfinite(v)
+    if low is not None:
+        ok = ok & ((v > low) if low_open else (v >= low))
+    if high is not None:
+        ok = ok & (v <= high)
+    return jnp.where(ok, v, jnp.full_like(v, jnp.nan))
+
+
+def is_static(value: Any) -> bool:
+    """Whether a hyperparameter is a Python number (fixed at trace time), not a traced array."""
+    return isinstance(value, int | float)
 
 
 def wide_labels(labels: jax.Array) -> jax.Array:

@@ -91,7 +91,7 @@ def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
     d_y = x_y - m
     w_y = None if class_w is None else _checks.take(class_w.astype(cdt), y)
     smooth = sums = None
-    if opts.eps:
+    if not _options.is_zero(opts.eps):
         # Class weights as a [1, ..., 1, K] row, so every broadcast against [..., K] is explicit.
         row = (1,) * (xm.ndim - 1) + (k,)
         cw = jnp.ones(row, cdt) if class_w is None else class_w.astype(cdt).reshape(row)
@@ -108,7 +108,10 @@ def _int_rows(opts, x, y, in_range, valid, mask, class_w, stats_fn):
     live = valid[..., None]
     bad = live & ~in_range[..., None]
     loss, rows, nll, log_s = _options.label_rows(opts, m, d_y, r, w_y, live, bad, sums)
-    return loss[..., 0], (xm, y, rows, smooth), e0, (nll, log_s)
+    slopes = None
+    if not (_checks.is_static(opts.eps) and _checks.is_static(opts.zl)):
+        slopes = _options.option_slopes(m, nll, log_s, w_y, live, bad, sums)
+    return loss[..., 0], (xm, y, rows, smooth), e0, (nll, log_s, slopes)
 
 
 def _finish_tangent(h: Array, smooth: _Smooth | None, use: Array, tx: Array) -> Array:
@@ -130,35 +133,47 @@ def _weights_tangent(opts, res, aux, tcw):
     """Tangent of the loss along the class weights: ∂ℓ/∂w_j = (1−ε)[j = y]·nll
     + (ε/K′)·(log_s − (x_j − m)) on the classes left in."""
     _, y, rows, smooth = res
-    nll, log_s = aux
+    nll, log_s, _ = aux
     tcw = tcw.astype(nll.dtype)
     out = (1.0 - opts.eps) * _checks.take(tcw, y) * nll
     if smooth is not None:
         t_row = tcw.reshape((1,) * (smooth.d.ndim - 1) + (-1,))
         term = t_row * (log_s - smooth.d)
         term = term if smooth.mask is None else jnp.where(smooth.mask, term, 0)
-        out = out + (opts.eps / smooth.n_cls) * jnp.sum(term, -1, keepdims=True)
+        term = (opts.eps / smooth.n_cls) * jnp.sum(term, -1, keepdims=True)
+        if not _checks.is_static(opts.eps):
+            term = jnp.where(opts.eps == 0, jnp.zeros_like(term), term)  # 0·inf at a −inf logit
+        out = out + term
     live = rows.use & ~jnp.isnan(rows.coef)  # bad rows' loss is NaN already
     return jnp.where(live, out, 0)[..., 0]
 
 
-def _portable_fwd(opts, x, y, in_range, valid, mask, class_w):
+def _portable_fwd(opts, x, y, in_range, valid, mask, class_w, hyper):
+    opts = _options.join(opts, hyper)
     return _int_rows(opts, x, y, in_range, valid, mask, class_w, _label_out_stats)[0]
 
 
-def _with_weights(opts, loss, t_loss, res, aux, tcw):
-    if tcw is None:
-        return loss, t_loss
-    return loss, t_loss + _weights_tangent(opts, res, aux, tcw)
+def _with_weights(opts, loss, t_loss, res, aux, t_opts):
+    """Add the tangents along the class weights and the traced options, t_opts = (tcw, tε, tλ)
+    (None where there is none)."""
+    tcw, t_eps, t_zl = t_opts
+    if tcw is not None:
+        t_loss = t_loss + _weights_tangent(opts, res, aux, tcw)
+    for slope, t in zip(aux[2] or (None, None), (t_eps, t_zl), strict=True):
+        if t is not None:
+            assert slope is not None  # `_int_rows` gives the slopes for every traced option
+            t_loss = t_loss + slope[..., 0] * t.astype(slope.dtype)
+    return loss, t_loss
 
 
-def _portable_jvp(opts, x, y, in_range, valid, mask, class_w, tx, tcw):
+def _portable_jvp(opts, x, y, in_range, valid, mask, class_w, hyper, tx, t_opts):
+    opts = _options.join(opts, hyper)
     loss, res, _, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, _label_out_stats)
     # Checkpointed: the backward pass recomputes exp from the logits; only per-row numbers are
     # kept, and the logits are read once more and the gradient written once. No optimization
     # barrier, as `_impl.recompute` gives accelerators (this is already their branch).
     tangent = jax.checkpoint(_portable_tangent, prevent_cse=False)
-    return _with_weights(opts, loss, tangent(res, tx), res, aux, tcw)
+    return _with_weights(opts, loss, tangent(res, tx), res, aux, t_opts)
 
 
 def _cpu_kernel(cfg, x, keep_exp):
@@ -169,7 +184,8 @@ def _cpu_kernel(cfg, x, keep_exp):
     return lambda xm, y, rows: _xla_cpu.label_stats(cfg, xm, y, rows, keep_exp)
 
 
-def _cpu_fwd(opts, cfg, x, y, in_range, valid, mask, class_w):
+def _cpu_fwd(opts, cfg, x, y, in_range, valid, mask, class_w, hyper):
+    opts = _options.join(opts, hyper)
     kernel = _cpu_kernel(cfg, x, False)
     return _int_rows(opts, x, y, in_range, valid, mask, class_w, kernel)[0]
 
@@ -180,7 +196,8 @@ def _cpu_recompute_tangent(res, tx):
     return _finish_tangent(h, smooth, rows.use, tx)
 
 
-def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
+def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, hyper, tx, t_opts):
+    opts = _options.join(opts, hyper)
     keep_exp = _xla_cpu.keeps_exp(cfg, x)
     kernel = _cpu_kernel(cfg, x, keep_exp)
     loss, res, e0, aux = _int_rows(opts, x, y, in_range, valid, mask, class_w, kernel)
@@ -202,13 +219,15 @@ def _cpu_jvp(opts, cfg, x, y, in_range, valid, mask, class_w, tx, tcw):
             dense = _finish_tangent(rows.coef * e0, smooth, rows.use, tx)
             tx_y = jnp.take_along_axis(tx, y, axis=-1).astype(rows.g_y.dtype)
             t_loss = dense + jnp.where(rows.use, rows.g_y * tx_y, 0)[..., 0]
-    return _with_weights(opts, loss, t_loss, res, aux, tcw)
+    return _with_weights(opts, loss, t_loss, res, aux, t_opts)
 
 
-def _int_ce_impl(opts, x, y, in_range, valid, mask, class_w):
+def _int_ce_impl(opts, x, y, in_range, valid, mask, class_w, hyper):
+    """`hyper`: (ε, λ_z) traced, or None each where `opts` holds a Python number (see
+    `_options.split`)."""
     return _impl.dispatch(
         functools.partial(_portable_fwd, opts),
-        *(x, y, in_range, valid, mask, class_w),
+        *(x, y, in_range, valid, mask, class_w, hyper),
         xla_cpu=functools.partial(_cpu_fwd, opts),
     )
 
@@ -217,17 +236,19 @@ _int_ce = jax.custom_jvp(_int_ce_impl, nondiff_argnums=(0,))
 
 
 def _int_ce_jvp(opts, primals, tangents):
-    x, y, in_range, valid, mask, class_w = primals
-    tx, tcw = tangents[0], tangents[5]
-    tcw = None if isinstance(tcw, SymbolicZero) else tcw
+    x, y, in_range, valid, mask, class_w, hyper = primals
+    t_opts = tuple(
+        None if t is None or isinstance(t, SymbolicZero) else t for t in (tangents[5], *tangents[6])
+    )
+    tx = tangents[0]
     if isinstance(tx, SymbolicZero):
-        if tcw is None:
-            loss = _int_ce(opts, x, y, in_range, valid, mask, class_w)
+        if all(t is None for t in t_opts):
+            loss = _int_ce(opts, x, y, in_range, valid, mask, class_w, hyper)
             return loss, jnp.zeros_like(loss)
         tx = jnp.zeros_like(x)
     return _impl.dispatch(
         functools.partial(_portable_jvp, opts),
-        *(x, y, in_range, valid, mask, class_w, tx, tcw),
+        *(x, y, in_range, valid, mask, class_w, hyper, tx, t_opts),
         xla_cpu=functools.partial(_cpu_jvp, opts),
     )
 
@@ -252,20 +273,28 @@ def _dense_forward(poly, x, t, mask, fused_rows=False):
     neg_log_q = log_s - d
     loss = jnp.sum(jnp.where(tf != 0, tf * neg_log_q, 0), -1)
     u = None
-    if poly:
+    if _poly_on(poly):
         u = jnp.sum(tf * -jnp.expm1(d - finite_log_sum(log_s)), -1, keepdims=True)
         loss = loss + poly * u[..., 0]
     return loss, (m, log_s, jnp.sum(tf, -1, keepdims=True), u)
 
 
-def _dense_ce_impl(poly, x, t, mask):
-    return _dense_forward(poly, x, t, mask, fused_rows=True)[0]
+def _poly_on(poly: Any) -> bool:
+    """Whether PolyLoss's term is in the program: a traced ε, or a Python ε other than 0."""
+    return poly is not None and not _options.is_zero(poly)
+
+
+def _dense_ce_impl(poly, x, t, mask, poly_t):
+    """`poly`: PolyLoss's ε as a Python number (0: plain cross-entropy), or None with a traced
+    ε in `poly_t` (None otherwise)."""
+    return _dense_forward(poly if poly_t is None else poly_t, x, t, mask, fused_rows=True)[0]
 
 
 _dense_ce = jax.custom_jvp(_dense_ce_impl, nondiff_argnums=(0,))
 
 
-def _dense_tangent(poly, x, t, mask, stats, tx, tt):
+def _dense_tangent(poly, x, t, mask, stats, tx, tt, poly_t=None):
+    poly = poly if poly_t is None else poly_t
     m, log_s, t_sum, u = stats
     xf = x.astype(t_sum.dtype)
     tf = t.astype(xf.dtype)
@@ -279,14 +308,14 @@ def _dense_tangent(poly, x, t, mask, stats, tx, tt):
         z = d - finite_log_sum(log_s)
         top = z > _LOG_DOMINANT  # two formulas of one function: no jump at the boundary
         h = t_sum * jnp.where(top, jnp.expm1(z), jnp.exp(z)) + jnp.where(top, t_sum - tf, -tf)
-        if poly:
+        if _poly_on(poly):
             # ∂U/∂x_k = p_k·(Σ_j t_j p_j − t_k) = p_k·((Σt − t_k) − U): for a one-hot row the
             # label's entry is −p_y·U, with no cancellation.
             h = h + poly * jnp.exp(z) * ((t_sum - tf) - u)
         out = out + jnp.sum(h * tx.astype(xf.dtype), -1)
     if tt is not None:
         neg_log_q = log_s - d
-        if poly:
+        if _poly_on(poly):
             neg_log_q = neg_log_q - poly * jnp.expm1(d - finite_log_sum(log_s))
         if mask is not None:
             neg_log_q = jnp.where(mask, neg_log_q, 0)
@@ -295,18 +324,31 @@ def _dense_tangent(poly, x, t, mask, stats, tx, tt):
 
 
 def _dense_ce_jvp(poly, primals, tangents):
-    x, t, mask = primals
+    x, t, mask, poly_t = primals
     tx, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents[:2])
-    loss, stats = _dense_forward(poly, x, t, mask)
+    t_poly = None if poly_t is None or isinstance(tangents[3], SymbolicZero) else tangents[3]
+    loss, stats = _dense_forward(poly if poly_t is None else poly_t, x, t, mask)
+    u = stats[3]  # Σ_j t_j (1 − p_j) = ∂ℓ/∂ε; None without PolyLoss's term
     if tx is None and tt is None:
-        return loss, jnp.zeros_like(loss)
+        if t_poly is None:
+            return loss, jnp.zeros_like(loss)
+        assert u is not None
+        return loss, u[..., 0] * t_poly.astype(loss.dtype)
     # Plain cross-entropy: no optimization barrier (prevent_cse), so XLA may fuse the gradient
     # pass with the forward loss pass, which reads the same logits and targets (GPU: 6·B, not
     # 7·B). PolyLoss keeps the barrier: its gradient needs the row's U first, and without it
     # XLA:GPU shares expm1(z) between the two passes as a float32 [B, K] buffer (1024×1000
     # bf16 on H100: 10.0·B and 4 MiB of scratch with it shared, 6.0·B and 25 KiB without).
-    tangent = jax.checkpoint(_dense_tangent, prevent_cse=bool(poly), static_argnums=(0,))
-    return loss, tangent(poly, x, t, mask, stats, tx, tt)
+    tangent = jax.checkpoint(
+        _dense_tangent, prevent_cse=poly_t is not None or bool(poly), static_argnums=(0,)
+    )
+    if poly_t is None:
+        return loss, tangent(poly, x, t, mask, stats, tx, tt)
+    t_loss = tangent(poly, x, t, mask, stats, tx, tt, poly_t)
+    if t_poly is not None:
+        assert u is not None
+        t_loss = t_loss + u[..., 0] * t_poly.astype(loss.dtype)
+    return loss, t_loss
 
 
 _dense_ce.defjvp(_dense_ce_jvp, symbolic_zeros=True)
@@ -383,7 +425,11 @@ def int_loss(
     """The integer-label cross-entropy of `cross_entropy` and of the losses built on it, with
     every option checked once (errors name `fn`); the caller reduces it."""
     opts, _ = _options.parse(
-        fn, label_smoothing=label_smoothing, z_loss=z_loss, logit_softcap=logit_softcap
+        fn,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        logit_softcap=logit_softcap,
+        traced_ok=True,
     )
     x, y, in_range, valid, class_mask = prepare_int(
         logits, labels, axis, where, fn, check_labels, ignore_index
@@ -395,17 +441,19 @@ def int_loss(
         # is NaN, and the zero cotangent of a masked entry times NaN would be NaN.
         keep = valid[..., None] if class_mask is None else valid[..., None] & class_mask
         x = _options.softcap(jnp.where(keep, x, jnp.zeros_like(x)), opts.cap)
-    loss = _int_ce(opts, x, y, in_range, valid, class_mask, cw)
+    static, hyper = _options.split(opts)
+    loss = _int_ce(static, x, y, in_range, valid, class_mask, cw, hyper)
     if class_mask is not None:
         valid = valid & jnp.any(class_mask, axis=-1)
     w_y = None if cw is None else _checks.take(cw.astype(loss.dtype), y)
     return IntLoss(loss, y, valid, w_y, k)
 
 
-def _int_cross_entropy(fn, logits, labels, axis, where, reduction, **options):
+def _int_cross_entropy(fn, logits, labels, axis, where, reduction, weights=None, **options):
     _checks.check_reduction(reduction, fn)
     out = int_loss(fn, logits, labels, axis, where, **options)
-    return _checks.reduce_loss(out.loss, reduction, out.valid, out.w_y)
+    w = _options.example_weights(weights, out.loss.shape, fn, "the shape of `labels`")
+    return _options.reduce(out.loss, reduction, out.valid, out.w_y, w)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -469,6 +517,7 @@ def cross_entropy(
     class_weights: ArrayLike | None = None,
     z_loss: float = 0.0,
     logit_softcap: float | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
     check_labels: bool = False,
 ) -> Array | tuple[Array, Array]:
@@ -505,6 +554,16 @@ def cross_entropy(
             it by the same count as the rest: Σ w_y with class weights).
         logit_softcap: if set to ``c > 0``, logits are replaced by ``c·tanh(x/c)`` first;
             ``inf`` means no cap.
+
+            ``label_smoothing``, ``z_loss`` and ``logit_softcap`` may be traced (a schedule's
+            value under ``jit``), and are then differentiable; a Python number is checked when
+            the function is traced (and 0 or ``None`` compiles no term), a traced value
+            outside its range gives NaN losses.
+        weights: optional per-example (sample or token) weights ``s``, shaped like ``labels``
+            or broadcasting to it; differentiable. Each loss becomes ``s·ℓ`` (0 where
+            ``s = 0``, even for an infinite loss) and counts ``s`` times: ``"mean"`` is
+            ``Σ s·ℓ / Σ s`` (``Σ s·w_y·ℓ / Σ s·w_y`` with class weights) over the valid
+            examples, and ``"sum_and_count"`` returns that denominator as the count.
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (sum over count whenever an
             example is valid, NaN propagating; 0 when none is) or ``"sum_and_count"``, which
             returns ``(sum, count)`` with ``count`` the ``"mean"`` denominator, for exact means
@@ -562,14 +621,25 @@ def cross_entropy(
         z_loss=z_loss,
         logit_softcap=logit_softcap,
         check_labels=check_labels,
+        weights=weights,
     )
 
 
 def dense_loss(
-    fn: str, logits: Any, labels: Any, axis: Any, where: Any, reduction: str, poly: float = 0.0
+    fn: str,
+    logits: Any,
+    labels: Any,
+    axis: Any,
+    where: Any,
+    reduction: str,
+    poly: Any = 0.0,
+    *,
+    label_smoothing: Any = 0.0,
+    class_weights: Any = None,
+    weights: Any = None,
 ) -> Array | tuple[Array, Array]:
     """`softmax_cross_entropy` (plus PolyLoss's term with `poly` = ε), its arguments checked in
-    the name of `fn`."""
+    the name of `fn`. `axis=None` takes every axis as the class axis (one loss), as Optax."""
     _checks.check_reduction(reduction, fn)
     _checks.check_floating(logits, "logits", fn)
     logits = jnp.asarray(logits)
@@ -590,26 +660,57 @@ def dense_loss(
             )
         labels = labels.astype(_checks.compute_dtype(logits.dtype))
     _checks.check_broadcasts_to(labels, logits.shape, "labels", "logits", fn)
+    if axis is None:
+        axis = tuple(range(logits.ndim))
     axes = _checks.canonicalize_axes(axis, logits.ndim, "logits", logits.shape, fn)
     _checks.check_static_classes(logits.shape, axes, "logits", fn)
+    eps = _checks.traced_number(label_smoothing, "label_smoothing", fn, low=0.0, high=1.0)
     example_mask, class_mask = _batch_mask(where, logits.shape, axes, fn)
     x = _checks.classes_last(logits, axes)
     t = _checks.classes_last(jnp.broadcast_to(labels, logits.shape), axes)
+    t = _soft_targets(t, eps, class_weights, class_mask, logits.shape, fn)
     valid = None
     if example_mask is not None:
         valid = example_mask
         class_mask = jnp.broadcast_to(example_mask[..., None], x.shape)
     elif class_mask is not None:
         valid = jnp.any(class_mask, axis=-1)
-    return _checks.reduce_loss(_dense_ce(poly, x, t, class_mask), reduction, valid)
+    poly_t = None
+    if not _checks.is_static(poly):
+        poly, poly_t = None, jnp.asarray(poly).astype(_checks.compute_dtype(x.dtype))
+    loss = _dense_ce(poly, x, t, class_mask, poly_t)
+    w = _options.example_weights(weights, loss.shape, fn, "the batch shape of `logits`")
+    return _options.reduce(loss, reduction, valid, None, w)
+
+
+def _soft_targets(t, eps, class_weights, class_mask, shape, fn):
+    """PyTorch's soft targets: mixed with the uniform distribution over the K′ classes left in
+    by a class mask (``(1 − ε)·t + ε/K′``), then each class scaled by its weight."""
+    k = t.shape[-1]
+    if not _options.is_zero(eps):
+        tf = t.astype(_checks.compute_dtype(t.dtype))
+        if class_mask is None:
+            n_cls = jnp.asarray(k, tf.dtype)
+        else:
+            n_cls = jnp.maximum(jnp.sum(class_mask, -1, keepdims=True, dtype=tf.dtype), 1)
+        e = eps if _checks.is_static(eps) else eps.astype(tf.dtype)
+        t = (1.0 - e) * tf + e / n_cls
+    cw = _options.class_weight_table(class_weights, k, "logits", shape, fn)
+    if cw is not None:
+        tf = t.astype(_checks.compute_dtype(t.dtype))
+        t = tf * cw.astype(tf.dtype).reshape((1,) * (t.ndim - 1) + (k,))
+    return t
 
 
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
+    label_smoothing: float = 0.0,
+    class_weights: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Softmax cross-entropy against one-hot or soft targets (a drop-in for Optax's).
@@ -619,13 +720,31 @@ def softmax_cross_entropy(
     .. math::
         \ell_i = -\sum_j t_{ij} \log \operatorname{softmax}(x_i)_j
 
+    With ``label_smoothing`` ε and ``class_weights`` w (PyTorch's soft-target formula), t_ij is
+    replaced by w_j·t′_ij, t′ = (1 − ε)·t + ε/K′:
+
+    .. math::
+        \ell_i = -\sum_j w_j\, t'_{ij} \log \operatorname{softmax}(x_i)_j, \qquad
+        t' = (1 - \varepsilon)\, t + \varepsilon / K'
+
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
         labels: ``[..., K]`` target probabilities (each row is a distribution), integer
             one-hot rows, or any shape that broadcasts to the logits'.
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one loss, as Optax).
         where: optional boolean mask shaped like the batch (drops examples) or like ``logits``
             (drops classes).
+        label_smoothing: ε in [0, 1]: the targets are mixed with the uniform distribution over
+            the :math:`K'` classes ``where`` leaves in, as PyTorch's ``F.cross_entropy(x,
+            probs, label_smoothing=ε)``. May be traced (a schedule; differentiable): a traced ε
+            outside [0, 1] gives NaN.
+        class_weights: optional ``[K]`` weights of the class terms (PyTorch's ``weight`` with
+            probability targets; differentiable). Unlike with class indices, ``"mean"`` then
+            still divides by the number of examples, not by a sum of weights (PyTorch).
+        weights: optional per-example (sample) weights ``s`` of the batch shape (or
+            broadcasting to it), differentiable: each loss becomes ``s·ℓ`` (0 where ``s = 0``)
+            and ``"mean"`` is ``Σ s·ℓ / Σ s`` over the kept examples; ``"sum_and_count"``
+            returns ``Σ s`` as the count.
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
             keeps) or ``"sum_and_count"``.
 
@@ -645,8 +764,28 @@ def softmax_cross_entropy(
         >>> targets = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
         >>> print(jaxloss.softmax_cross_entropy(logits, targets))
         [0.2761 1.8018]
+        >>> # PyTorch's F.cross_entropy(logits, targets, label_smoothing=0.1, weight=w):
+        >>> w = jnp.array([1.0, 2.0, 0.5])
+        >>> smoothed = jaxloss.softmax_cross_entropy(
+        ...     logits, targets, label_smoothing=0.1, class_weights=w)
+        >>> print(smoothed)
+        [0.4424 3.0393]
+        >>> # Sample weights: Σ s·ℓ / Σ s.
+        >>> s = jnp.array([1.0, 3.0])
+        >>> print(jaxloss.softmax_cross_entropy(logits, targets, weights=s, reduction="mean"))
+        1.4204
     """
-    return dense_loss("softmax_cross_entropy", logits, labels, axis, where, reduction)
+    return dense_loss(
+        "softmax_cross_entropy",
+        logits,
+        labels,
+        axis,
+        where,
+        reduction,
+        label_smoothing=label_smoothing,
+        class_weights=class_weights,
+        weights=weights,
+    )
 
 
 def nll_loss(
@@ -657,6 +796,7 @@ def nll_loss(
     *,
     ignore_index: int | None = None,
     class_weights: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
     check_labels: bool = False,
 ) -> Array | tuple[Array, Array]:
@@ -677,6 +817,8 @@ def nll_loss(
         ignore_index: a label value whose examples give 0 and leave the ``"mean"`` denominator.
         class_weights: ``[K]`` weights; ``"mean"`` divides by the sum of the valid examples'
             label weights (PyTorch).
+        weights: optional per-example weights shaped like ``labels`` (or broadcasting to it),
+            as in ``cross_entropy``: ``"mean"`` is ``Σ s·w_y·ℓ / Σ s·w_y``.
         reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"sum_and_count"``.
         check_labels: if True, raise at run time naming the first out-of-range label.
 
@@ -718,4 +860,5 @@ def nll_loss(
     loss = nll if w_y is None else w_y * nll
     loss = jnp.where(valid, loss, 0)
     loss = jnp.where(valid & ~in_range, jnp.nan, loss)
-    return _checks.reduce_loss(loss, reduction, valid, w_y)
+    w = _options.example_weights(weights, loss.shape, fn, "the shape of `labels`")
+    return _options.reduce(loss, reduction, valid, w_y, w)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ from jax import Array
 from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 
-from jaxloss import _checks, _impl
+from jaxloss import _checks, _impl, _options
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
 
 
@@ -41,6 +42,20 @@ def _log_probs(x: Array, stats: tuple[Array, Array]) -> tuple[Array, Array, Arra
     log_r = (x - m) - finite_log_sum(log_s)
     live = log_r != -jnp.inf
     return log_r, live, jnp.where(live, log_r, jnp.zeros_like(log_r))
+
+
+@jax.custom_jvp
+def _divide(x: Array, temperature: Array) -> Array:
+    """x/T for a traced T; a −inf logit stays −inf, with derivative 0 w.r.t. T (not −inf·0)."""
+    return x / temperature
+
+
+@_divide.defjvp
+def _divide_jvp(primals, tangents):
+    (x, temperature), (tx, t_temp) = primals, tangents
+    out = x / temperature
+    finite = jnp.where(jnp.isfinite(out), out, jnp.zeros_like(out))
+    return out, (tx - finite * t_temp) / temperature
 
 
 def _tempered(temperature: float, s: Array, t: Array, mask: Array | None) -> list[Array]:
@@ -75,6 +90,8 @@ def _centred(live: Array, log_r: Array, c: Array, mean: Array) -> Array:
 def _parts(beta: float, xs: Array, xt: Array, stats: tuple, want_s: bool, want_t: bool):
     """(D, ∂D/∂xs, ∂D/∂xt) for tempered, masked logits and their row statistics; a gradient
     is None unless wanted."""
+    if not _checks.is_static(beta):
+        return _parts_traced(beta, xs, xt, stats, want_s, want_t)[:3]
     rq, live_q, lq = _log_probs(xs, stats[0])
     rp, live_p, lp = _log_probs(xt, stats[1])
     gs = gt = None
@@ -91,27 +108,65 @@ def _parts(beta: float, xs: Array, xt: Array, stats: tuple, want_s: bool, want_t
         if want_t:
             gt = jnp.where(live_p, jnp.exp(lp), 0) - jnp.where(live_q, jnp.exp(lq), 0)
     else:  # β KL(p ‖ m) + (1 − β) KL(q ‖ m), m = β p + (1 − β) q
-        live_m = live_p | live_q
-        # log m as a log-sum of two terms; each safe log is 0 off its support, so mask it out.
-        ap = jnp.where(live_p, lp + math.log(beta), -jnp.inf)
-        aq = jnp.where(live_q, lq + math.log1p(-beta), -jnp.inf)
-        hi = jnp.maximum(ap, aq)  # a shift: log m does not depend on it, so a tie's split cancels
-        hi = jnp.where(live_m, hi, jnp.zeros_like(hi))
-        total = jnp.exp(ap - hi) + jnp.exp(aq - hi)
-        lm = jnp.where(live_m, hi + jnp.log(jnp.where(live_m, total, 1)), jnp.zeros_like(hi))
-        kp, cp = _kl_parts(live_p, lp, lm)
-        kq, cq = _kl_parts(live_q, lq, lm)
-        d = beta * kp + (1.0 - beta) * kq
-        # ∂D/∂p_j = β (log p_j − log m_j) and ∂D/∂q_j = (1 − β)(log q_j − log m_j): the
-        # derivatives of Σ m log m and of the two Σ r log r terms cancel their constants.
-        if want_s:
-            gs = _centred(live_q, lq, (1.0 - beta) * cq, (1.0 - beta) * kq)
-        if want_t:
-            gt = _centred(live_p, lp, beta * cp, beta * kp)
+        d, gs, gt, _ = _jsd(beta, live_q, lq, live_p, lp, want_s, want_t)
     return d, gs, gt
 
 
-def _kd_impl(beta, temperature, s, t, mask):
+def _jsd(beta, live_q, lq, live_p, lp, want_s, want_t):
+    """(D, ∂D/∂xs, ∂D/∂xt, ∂D/∂β) of the generalised JSD, 0 < β < 1 (a Python number, or a
+    traced array)."""
+    gs = gt = None
+    if _checks.is_static(beta):
+        log_b, log_1mb = math.log(beta), math.log1p(-beta)
+    else:
+        log_b, log_1mb = jnp.log(beta), jnp.log1p(-beta)
+    live_m = live_p | live_q
+    # log m as a log-sum of two terms; each safe log is 0 off its support, so mask it out.
+    ap = jnp.where(live_p, lp + log_b, -jnp.inf)
+    aq = jnp.where(live_q, lq + log_1mb, -jnp.inf)
+    hi = jnp.maximum(ap, aq)  # a shift: log m does not depend on it, so a tie's split cancels
+    hi = jnp.where(live_m, hi, jnp.zeros_like(hi))
+    total = jnp.exp(ap - hi) + jnp.exp(aq - hi)
+    lm = jnp.where(live_m, hi + jnp.log(jnp.where(live_m, total, 1)), jnp.zeros_like(hi))
+    kp, cp = _kl_parts(live_p, lp, lm)
+    kq, cq = _kl_parts(live_q, lq, lm)
+    d = beta * kp + (1.0 - beta) * kq
+    # ∂D/∂p_j = β (log p_j − log m_j) and ∂D/∂q_j = (1 − β)(log q_j − log m_j): the
+    # derivatives of Σ m log m and of the two Σ r log r terms cancel their constants.
+    if want_s:
+        gs = _centred(live_q, lq, (1.0 - beta) * cq, (1.0 - beta) * kq)
+    if want_t:
+        gt = _centred(live_p, lp, beta * cp, beta * kp)
+    # ∂D/∂β = KL(p ‖ m) − KL(q ‖ m): the terms through m sum to −Σ_j (p_j − q_j) = 0.
+    return d, gs, gt, kp - kq
+
+
+def _parts_traced(beta, xs, xt, stats, want_s, want_t):
+    """`_parts` for a traced β: forward KL at β = 0, reverse KL at β = 1, the JSD between (each
+    computed, one selected per value), and ∂D/∂β (0 at the two ends, where D does not depend
+    on β). A NaN β (out of range) gives NaN."""
+    _, live_q, lq = _log_probs(xs, stats[0])
+    _, live_p, lp = _log_probs(xt, stats[1])
+    inside = (beta > 0) & (beta < 1)
+    b = jnp.where(inside, beta, jnp.full_like(beta, 0.5))  # no log 0 in the branch not taken
+    ends = [_parts(end, xs, xt, stats, want_s, want_t) for end in (0.0, 1.0)]
+    mid = _jsd(b, live_q, lq, live_p, lp, want_s, want_t)
+    nan = jnp.isnan(beta)
+
+    def pick(a0: Any, a1: Any, a_mid: Any) -> Any:
+        if a0 is None:
+            return None
+        out = jnp.where(beta == 0, a0, jnp.where(beta == 1, a1, a_mid))
+        return jnp.where(nan, jnp.full_like(out, jnp.nan), out)
+
+    d_beta = jnp.where(inside, mid[3], jnp.zeros_like(mid[3]))
+    picked = [pick(*parts) for parts in zip(*ends, mid[:3], strict=True)]
+    return (*picked, jnp.where(nan, jnp.full_like(d_beta, jnp.nan), d_beta))
+
+
+def _kd_impl(beta, temperature, s, t, mask, beta_t):
+    """`beta`: β as a Python number, or None with a traced β in `beta_t` (None otherwise)."""
+    beta = beta if beta_t is None else beta_t
     xs, xt = _tempered(temperature, s, t, mask)
     stats = (_row_stats(xs, True), _row_stats(xt, True))
     return _parts(beta, xs, xt, stats, False, False)[0]
@@ -120,7 +175,8 @@ def _kd_impl(beta, temperature, s, t, mask):
 _kd = jax.custom_jvp(_kd_impl, nondiff_argnums=(0, 1))
 
 
-def _kd_tangent(beta, temperature, s, t, mask, stats, ts, tt):
+def _kd_tangent(beta, temperature, s, t, mask, stats, ts, tt, beta_t=None):
+    beta = beta if beta_t is None else beta_t
     xs, xt = _tempered(temperature, s, t, mask)
     _, gs, gt = _parts(beta, xs, xt, stats, ts is not None, tt is not None)
     out = jnp.zeros(xs.shape[:-1], xs.dtype)
@@ -133,16 +189,25 @@ def _kd_tangent(beta, temperature, s, t, mask, stats, ts, tt):
 
 
 def _kd_jvp(beta, temperature, primals, tangents):
-    s, t, mask = primals
+    s, t, mask, beta_t = primals
     ts, tt = (None if isinstance(v, SymbolicZero) else v for v in tangents[:2])
+    t_beta = None if beta_t is None or isinstance(tangents[3], SymbolicZero) else tangents[3]
     xs, xt = _tempered(temperature, s, t, mask)
     stats = (_row_stats(xs), _row_stats(xt))
-    loss = _parts(beta, xs, xt, stats, False, False)[0]
+    if beta_t is None:
+        loss = _parts(beta, xs, xt, stats, False, False)[0]
+        t_loss = None
+    else:
+        loss, _, _, d_beta = _parts_traced(beta_t, xs, xt, stats, False, False)
+        t_loss = None if t_beta is None else d_beta * t_beta.astype(d_beta.dtype)
     if ts is None and tt is None:
-        return loss, jnp.zeros_like(loss)
+        return loss, jnp.zeros_like(loss) if t_loss is None else t_loss
     # Checkpointed: the backward pass rereads the logits and keeps only the per-row statistics.
     tangent = functools.partial(_kd_tangent, beta, temperature)
-    return loss, _impl.recompute(tangent, s, t, mask, stats, ts, tt)
+    if beta_t is None:
+        return loss, _impl.recompute(tangent, s, t, mask, stats, ts, tt)
+    out = _impl.recompute(tangent, s, t, mask, stats, ts, tt, beta_t)
+    return loss, out if t_loss is None else out + t_loss
 
 
 _kd.defjvp(_kd_jvp, symbolic_zeros=True)
@@ -156,6 +221,7 @@ def softmax_kl_divergence(
     *,
     temperature: float = 1.0,
     beta: float = 0.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Distillation divergence between tempered teacher and student softmaxes, from logits.
@@ -203,6 +269,15 @@ def softmax_kl_divergence(
             the batch (examples dropped: 0, gradient 0, not counted by ``"mean"``).
         temperature: :math:`T > 0`, dividing both logits.
         beta: :math:`\beta \in [0, 1]`: 0 forward KL, 1 reverse KL, in between JSD.
+
+            ``temperature`` and ``beta`` may be traced (a schedule's value under ``jit``),
+            and are then differentiable (``∂D/∂β = KL(p‖m) − KL(q‖m)`` between the ends, 0 at
+            them); a traced value outside its range gives NaN. A traced ``beta`` computes the
+            three divergences and selects one per value.
+        weights: optional per-example (token) weights ``s`` of the batch shape (or
+            broadcasting to it), differentiable: each divergence becomes ``s·D`` and
+            ``"mean"`` is ``Σ s·D / Σ s`` over the kept examples (``"sum_and_count"`` returns
+            ``Σ s``).
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the kept examples; 0
             when none is kept) or ``"sum_and_count"``.
 
@@ -244,8 +319,8 @@ def softmax_kl_divergence(
     """
     fn = "softmax_kl_divergence"
     _checks.check_reduction(reduction, fn)
-    temp = _checks.static_number(temperature, "temperature", fn, low=0.0, low_open=True)
-    b = _checks.static_number(beta, "beta", fn, low=0.0, high=1.0)
+    temp = _checks.traced_number(temperature, "temperature", fn, low=0.0, low_open=True)
+    b = _checks.traced_number(beta, "beta", fn, low=0.0, high=1.0)
     _checks.check_floating(student_logits, "student_logits", fn)
     _checks.check_floating(teacher_logits, "teacher_logits", fn)
     _checks.check_same_shape(student_logits, teacher_logits, "student_logits", "teacher_logits", fn)
@@ -260,9 +335,18 @@ def softmax_kl_divergence(
         mask = _checks.classes_last(class_mask, axes)
     elif example_mask is not None:
         mask = jnp.broadcast_to(example_mask[..., None], s.shape)
-    loss = _kd(b, temp, s, t, mask)
+    cdt = _checks.compute_dtype(jnp.result_type(s, t))
+    if not _checks.is_static(temp):
+        # A traced T divides outside the rule (its derivative by autodiff of `_divide`).
+        temp_t = temp.astype(cdt)
+        s, t, temp = _divide(s.astype(cdt), temp_t), _divide(t.astype(cdt), temp_t), 1.0
+    beta_t = None
+    if not _checks.is_static(b):
+        b, beta_t = None, b.astype(cdt)
+    loss = _kd(b, temp, s, t, mask, beta_t)
     valid = None
     if reduction != "none" and mask is not None:
         # A fully masked row (an example mask, or a class mask leaving nothing) is not counted.
         valid = jnp.any(mask, axis=-1)
-    return _checks.reduce_loss(loss, reduction, valid)
+    w = _options.example_weights(weights, loss.shape, fn, "the batch shape of the logits")
+    return _options.reduce(loss, reduction, valid, None, w)

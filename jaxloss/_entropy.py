@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxloss import _checks
+from jaxloss import _checks, _options
 from jaxloss._softmax import finite_log_sum, max_and_log_sum
 
 
@@ -49,19 +49,23 @@ def _prepare(fn: str, axis: Any, where: Any, reduction: Any, **arrays: Any):
     shape = vals[0].shape
     for name, v in zip(names[1:], vals[1:], strict=True):
         _checks.check_broadcasts_to(v, shape, name, names[0], fn)
+    if axis is None:
+        axis = tuple(range(len(shape)))
     axes = _checks.canonicalize_axes(axis, len(shape), names[0], shape, fn)
     dtype = _checks.compute_dtype(jnp.result_type(*vals))
     vals = [jnp.broadcast_to(v.astype(dtype), shape) for v in vals]
     return vals, axes, _checks.full_mask(where, shape, axes, fn)
 
 
-def _reduce(per_example: Array, mask: Array | None, axes: tuple, reduction: str) -> Any:
+def _reduce(
+    fn: str, per_example: Array, mask: Array | None, axes: tuple, reduction: str, weights: Any
+) -> Any:
     """Reduce over examples; with a mask, the mean counts the rows it keeps any entry of."""
-    if reduction == "none":
+    w = _options.example_weights(weights, per_example.shape, fn, "the batch shape")
+    if reduction == "none" and w is None:
         return per_example
-    return _checks.reduce_loss(
-        per_example, reduction, None if mask is None else jnp.any(mask, axes)
-    )
+    valid = None if mask is None or reduction == "none" else jnp.any(mask, axes)
+    return _options.reduce(per_example, reduction, valid, None, w)
 
 
 def _in_base(h: Array, base: Any, fn: str) -> Array:
@@ -78,10 +82,11 @@ def _in_base(h: Array, base: Any, fn: str) -> Array:
 
 def entropy(
     probs: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
     base: float | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Shannon entropy of probability vectors, in nats (or in ``base``).
@@ -93,10 +98,13 @@ def entropy(
 
     Args:
         probs: ``[..., K]`` probabilities, floating dtype.
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one value, as Optax).
         where: optional boolean mask shaped like ``probs`` (entries to include) or like the
             batch (examples to include; masked examples give 0).
         base: ``None`` for nats, ``2`` for bits, any positive number other than 1.
+        weights: optional per-example weights ``s`` of the batch shape (or broadcasting to
+            it), differentiable: each value becomes ``s·v`` and ``"mean"`` is ``Σ s·v / Σ s``
+            over the kept examples (``"sum_and_count"`` returns ``Σ s``).
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
             keeps) or ``"sum_and_count"``.
 
@@ -124,15 +132,16 @@ def entropy(
     (p,), axes, mask = _prepare(fn, axis, where, reduction, probs=probs)
     # 0 − Σ rather than −Σ: an all-zero sum gives +0.0, not −0.0.
     h = _in_base(0.0 - jnp.sum(_xlogx(p), axis=axes, where=mask), base, fn)
-    return _reduce(h, mask, axes, reduction)
+    return _reduce(fn, h, mask, axes, reduction, weights)
 
 
 def softmax_entropy(
     logits: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
     base: float | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Entropy of ``softmax(logits)``, computed from the logits without forming ``log 0``.
@@ -145,10 +154,13 @@ def softmax_entropy(
 
     Args:
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one value, as Optax).
         where: optional boolean mask shaped like ``logits`` (classes left out of the softmax) or
             like the batch (masked examples give 0).
         base: ``None`` for nats, ``2`` for bits.
+        weights: optional per-example weights ``s`` of the batch shape (or broadcasting to
+            it), differentiable: each value becomes ``s·v`` and ``"mean"`` is ``Σ s·v / Σ s``
+            over the kept examples (``"sum_and_count"`` returns ``Σ s``).
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
             keeps) or ``"sum_and_count"``.
 
@@ -177,7 +189,7 @@ def softmax_entropy(
         mask = _checks.classes_last(mask, axes)
         x = jnp.where(mask, x, -jnp.inf)
     h = _in_base(_softmax_entropy_rows(x), base, fn)
-    return _reduce(h, mask, (x.ndim - 1,), reduction)
+    return _reduce(fn, h, mask, (x.ndim - 1,), reduction, weights)
 
 
 def _log_probs(x: Array, fused_rows: bool) -> tuple[Array, Array, Array]:
@@ -219,9 +231,10 @@ def _softmax_entropy_rows_jvp(fused_rows, primals, tangents):
 def kl_divergence(
     log_predictions: ArrayLike,
     targets: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Kullback-Leibler divergence ``KL(targets ‖ predictions)`` (a drop-in for Optax's).
@@ -236,8 +249,11 @@ def kl_divergence(
         log_predictions: ``[..., K]`` log-probabilities of the prediction ``q``.
         targets: ``[..., K]`` probabilities of the target ``p`` (zeros allowed), or any shape
             that broadcasts to ``log_predictions``' (a ``[K]`` prior shared by every row).
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one value, as Optax).
         where: optional boolean mask shaped like the inputs or like the batch.
+        weights: optional per-example weights ``s`` of the batch shape (or broadcasting to
+            it), differentiable: each value becomes ``s·v`` and ``"mean"`` is ``Σ s·v / Σ s``
+            over the kept examples (``"sum_and_count"`` returns ``Σ s``).
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
             keeps) or ``"sum_and_count"``.
 
@@ -269,15 +285,16 @@ def kl_divergence(
     )
     zero = p == 0
     term = _xlogx(p) - jnp.where(zero, jnp.zeros_like(p), p * jnp.where(zero, 0, lq))
-    return _reduce(jnp.sum(term, axis=axes, where=mask), mask, axes, reduction)
+    return _reduce(fn, jnp.sum(term, axis=axes, where=mask), mask, axes, reduction, weights)
 
 
 def kl_divergence_with_log_targets(
     log_predictions: ArrayLike,
     log_targets: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""``KL(p ‖ q)`` with both distributions given as log-probabilities (a drop-in for Optax's).
@@ -291,8 +308,11 @@ def kl_divergence_with_log_targets(
         log_predictions: ``[..., K]`` log-probabilities of the prediction ``q``.
         log_targets: ``[..., K]`` log-probabilities of the target ``p`` (``-inf`` allowed), or
             any shape that broadcasts to ``log_predictions``'.
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one value, as Optax).
         where: optional boolean mask shaped like the inputs or like the batch.
+        weights: optional per-example weights ``s`` of the batch shape (or broadcasting to
+            it), differentiable: each value becomes ``s·v`` and ``"mean"`` is ``Σ s·v / Σ s``
+            over the kept examples (``"sum_and_count"`` returns ``Σ s``).
         reduction: ``"none"`` (per example), ``"sum"``, ``"mean"`` (over the examples ``where``
             keeps) or ``"sum_and_count"``.
 
@@ -323,4 +343,4 @@ def kl_divergence_with_log_targets(
     safe_p = jnp.where(live, lp, 0)
     safe_q = jnp.where(live, lq, 0)
     term = jnp.where(live, jnp.exp(safe_p) * (safe_p - safe_q), 0)
-    return _reduce(jnp.sum(term, axis=axes, where=mask), mask, axes, reduction)
+    return _reduce(fn, jnp.sum(term, axis=axes, where=mask), mask, axes, reduction, weights)

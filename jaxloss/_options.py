@@ -30,11 +30,13 @@ from jaxloss._softmax import finite_log_sum
 
 
 class Options(NamedTuple):
-    """Scalar options, all static (hashable, so kernels may take them as nondiff arguments)."""
+    """Scalar options. A Python float is static (hashable, so kernels may take it as a nondiff
+    argument, and 0 compiles no term); a traced scalar array (a schedule's value) is split off
+    by `split` and passed to the kernel as a differentiable argument."""
 
-    eps: float  # label smoothing ε
-    zl: float  # z-loss weight λ_z
-    cap: float | None  # soft-cap c, None for none
+    eps: Any  # label smoothing ε
+    zl: Any  # z-loss weight λ_z
+    cap: Any  # soft-cap c, None for none
 
 
 def parse(
@@ -44,26 +46,60 @@ def parse(
     z_loss: Any = 0.0,
     logit_softcap: Any = None,
     reduction: Any = "none",
+    traced_ok: bool = False,
 ) -> tuple[Options, str]:
-    """Check the scalar options once, for every loss; `logit_softcap=inf` means no cap."""
+    """Check the scalar options once, for every loss; `logit_softcap=inf` means no cap.
+
+    With `traced_ok`, a traced option is kept as a float scalar array, NaN where it is out of
+    range (`_checks.traced_number`); without, it is refused naming the option."""
     _checks.check_reduction(reduction, fn)
-    eps = _checks.static_number(label_smoothing, "label_smoothing", fn, low=0.0, high=1.0)
-    zl = _checks.static_number(z_loss, "z_loss", fn, low=0.0)
+    number = _checks.traced_number if traced_ok else _checks.static_number
+    eps = number(label_smoothing, "label_smoothing", fn, low=0.0, high=1.0)
+    zl = number(z_loss, "z_loss", fn, low=0.0)
     cap = None
     if logit_softcap is not None:
-        cap = _checks.static_number(
-            logit_softcap, "logit_softcap", fn, low=0.0, low_open=True, allow_inf=True
-        )
-        cap = None if cap == float("inf") else cap
+        cap = number(logit_softcap, "logit_softcap", fn, low=0.0, low_open=True, allow_inf=True)
+        cap = None if _checks.is_static(cap) and cap == float("inf") else cap
     return Options(eps, zl, cap), reduction
 
 
-def softcap(x: Array, cap: float | None) -> Array:
-    """``c·tanh(x/c)`` in the compute dtype (the identity without a cap)."""
+def is_zero(value: Any) -> bool:
+    """A static option equal to 0 (its term is left out of the program); never a traced one."""
+    return _checks.is_static(value) and value == 0
+
+
+def split(opts: Options) -> tuple[Options, tuple[Any, Any]]:
+    """(static options, (traced ε or None, traced λ_z or None)): the static part is hashable
+    (a traced field reads None there, and the soft-cap, applied before the kernel, is dropped)."""
+    eps = None if _checks.is_static(opts.eps) else opts.eps
+    zl = None if _checks.is_static(opts.zl) else opts.zl
+    static = Options(
+        None if eps is not None else opts.eps, None if zl is not None else opts.zl, None
+    )
+    return static, (eps, zl)
+
+
+def join(static: Options, traced: tuple[Any, Any]) -> Options:
+    """The options a kernel computes with: `split`'s traced values back in their places."""
+    eps, zl = traced
+    return static._replace(
+        eps=static.eps if eps is None else eps, zl=static.zl if zl is None else zl
+    )
+
+
+def softcap(x: Array, cap: Any) -> Array:
+    """``c·tanh(x/c)`` in the compute dtype (the identity without a cap or with a traced
+    ``c = inf``)."""
     if cap is None:
         return x
     xf = x.astype(_checks.compute_dtype(x.dtype))
-    return cap * jnp.tanh(xf / cap)
+    if _checks.is_static(cap):
+        return cap * jnp.tanh(xf / cap)
+    c = cap.astype(xf.dtype)
+    no_cap = jnp.isinf(c)
+    # Double where: the untaken c·tanh(x/c) at c = inf would be inf·0 (NaN in its derivative).
+    safe = jnp.where(no_cap, jnp.ones_like(c), c)
+    return jnp.where(no_cap, xf, safe * jnp.tanh(xf / safe))
 
 
 def class_weight_table(
@@ -236,12 +272,20 @@ def label_rows(
     a = c_lab
     if smooth is not None:
         w_tot, wd, n_cls = smooth
-        loss = loss + (eps / n_cls) * (w_tot * log_s - wd)
+        term = (eps / n_cls) * (w_tot * log_s - wd)
+        if not _checks.is_static(eps):
+            # A traced ε = 0 adds nothing, also where the term is infinite (a −inf logit).
+            term = jnp.where(eps == 0, jnp.zeros_like(term), term)
+        loss = loss + term
         a = a + eps * w_tot / n_cls
-    if zl:
+    if not is_zero(zl):
         lse = m + log_s
-        loss = loss + zl * lse**2
-        a = a + 2 * zl * lse
+        term, slope = zl * lse**2, 2 * zl * lse
+        if not _checks.is_static(zl):
+            term = jnp.where(zl == 0, jnp.zeros_like(term), term)
+            slope = jnp.where(zl == 0, jnp.zeros_like(slope), slope)
+        loss = loss + term
+        a = a + slope
     # A row holding +inf off the label: p_y = 0 and the loss is +inf (its statistics, shifted
     # by the +inf maximum, are NaN).
     loss = jnp.where((m == jnp.inf) & (d_y == -jnp.inf) & (c_lab != 0), jnp.inf, loss)
@@ -262,3 +306,80 @@ def label_rows(
     g_y = jnp.where(use, g_y + (a - c_lab), 0)
     coef = jnp.where(use, a / s_row, 0)
     return loss, Rows(m, coef, g_y, use), nll, log_s
+
+
+def option_slopes(
+    m: Array,
+    nll: Array,
+    log_s: Array,
+    w_y: Array | None,
+    live: Array,
+    bad: Array,
+    smooth: tuple[Any, Any, Any] | None,
+) -> tuple[Array, Array]:
+    """(∂ℓ/∂ε, ∂ℓ/∂λ_z) per row, for traced options (the loss is affine in both):
+    ``−w_y·nll + (Σ_j w_j·log_s − Σ_j w_j (x_j − m))/K′`` and ``lse²``; 0 on rows that do not
+    count, NaN on rows with an out-of-range label. `smooth` as in `label_rows`."""
+    label = nll if w_y is None else jnp.where(w_y == 0, jnp.zeros_like(nll), w_y * nll)
+    d_eps = -label
+    if smooth is not None:
+        w_tot, wd, n_cls = smooth
+        d_eps = d_eps + (w_tot * log_s - wd) / n_cls
+    d_zl = (m + log_s) ** 2
+    nan = jnp.full_like(d_eps, jnp.nan)
+
+    def kept(d: Array) -> Array:
+        return jnp.where(bad, nan, jnp.where(live, d, jnp.zeros_like(d)))
+
+    return kept(d_eps), kept(d_zl)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-example weights and the reduction: every loss reduces here.
+
+
+def example_weights(weights: Any, shape: tuple, fn: str, what: str) -> Array | None:
+    """`weights` checked against the per-example loss `shape` (real numbers, a shape that
+    broadcasts to it without enlarging it), as a float array of that shape; None: None.
+    `what` says where `shape` comes from, for the message."""
+    if weights is None:
+        return None
+    w = jnp.asarray(weights)
+    if not (
+        jnp.issubdtype(w.dtype, jnp.floating)
+        or jnp.issubdtype(w.dtype, jnp.integer)
+        or w.dtype == jnp.bool_
+    ):
+        raise TypeError(
+            f"{fn}: `weights` must be real numbers, got dtype {w.dtype} with shape {w.shape}."
+        )
+    try:
+        ok = tuple(jnp.broadcast_shapes(w.shape, tuple(shape))) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: `weights` with shape {w.shape} must have the per-example loss's shape "
+            f"{tuple(shape)} ({what}) or broadcast to it; one weight per example."
+        )
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+        w = w.astype(jnp.float32)
+    return jnp.broadcast_to(w, shape)
+
+
+def reduce(
+    loss: Array,
+    reduction: str,
+    valid: Array | None = None,
+    count: Array | None = None,
+    weights: Array | None = None,
+) -> Array | tuple[Array, Array]:
+    """`_checks.reduce_loss` with per-example weights s (checked by `example_weights`): each
+    loss becomes s·ℓ (0 where s = 0, even for an infinite or NaN ℓ), and each example counts
+    s times (times its `count` weight, e.g. its label's class weight), so ``"mean"`` is
+    Σ s·ℓ / Σ s over the kept examples and ``"sum_and_count"`` returns (Σ s·ℓ, Σ s)."""
+    if weights is not None:
+        s = weights.astype(loss.dtype)
+        loss = jnp.where(s == 0, jnp.zeros_like(loss), s * loss)
+        count = s if count is None else s * count.astype(loss.dtype)
+    return _checks.reduce_loss(loss, reduction, valid, count)

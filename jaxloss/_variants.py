@@ -40,13 +40,34 @@ def _focal_factor_impl(gamma: float, n: Array) -> Array:
 
 
 _focal_factor = jax.custom_jvp(_focal_factor_impl, nondiff_argnums=(0,))
+"""g(n) for a Python γ (fixed at trace time: an integer γ is an integer power)."""
+
+_focal_factor_traced = jax.custom_jvp(_focal_factor_impl)
+"""g(n) for a traced γ (a schedule's value), differentiable in γ too."""
 
 
 @_focal_factor.defjvp
 def _focal_factor_jvp(gamma, primals, tangents):
+    (n,), (tn,) = primals, tangents
+    return _focal_factor_rule(gamma, n, tn)
+
+
+@_focal_factor_traced.defjvp
+def _focal_factor_traced_jvp(primals, tangents):
+    (gamma, n), (tg, tn) = primals, tangents
+    value, t_out = _focal_factor_rule(gamma, n, tn)
+    # ∂g/∂γ = q^γ·log q·n: 0 at n = 0 (q = 0, where log q = −inf) and at n = inf (q = 1).
+    n = jnp.maximum(n, 0)
+    q = -jnp.expm1(-n)
+    live = (n > 0) & (n < jnp.inf)
+    safe_q = jnp.where(live, q, jnp.ones_like(q))
+    d_gamma = jnp.where(live, value * jnp.log(safe_q), jnp.zeros_like(value))
+    return value, t_out + d_gamma * tg
+
+
+def _focal_factor_rule(gamma, n, tn):
     # d/dn [q^γ·n] = q^γ + γ·q^{γ−1}·p·n = q^γ·(1 + γ·p·n/q): n/q → 1 as n → 0, so the rule is
     # finite (0 for γ > 0) where autodiff of q^γ would meet ∞·0 (γ < 1). At n = +inf, p·n = 0.
-    (n,), (tn,) = primals, tangents
     # Its tie at n = 0 splits the Hessian's derivative there, where q^γ = 0 (γ > 0) multiplies
     # every term that depends on n, and γ = 0 has none: the split never shows.
     n = jnp.maximum(n, 0)
@@ -72,6 +93,7 @@ def softmax_focal_loss(
     gamma: float = 2.0,
     alpha: ArrayLike | None = None,
     ignore_index: int | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Softmax focal loss of integer labels: cross-entropy scaled down on easy examples.
@@ -87,11 +109,16 @@ def softmax_focal_loss(
         axis: the class axis or tuple of axes (a label then indexes the flattened slice).
         where: boolean mask shaped like ``labels`` (drops examples: loss 0, gradient 0) or like
             ``logits`` (drops classes from the softmax).
-        gamma: the focusing parameter γ ≥ 0; ``gamma=0`` is ``cross_entropy`` exactly.
+        gamma: the focusing parameter γ ≥ 0; ``gamma=0`` is ``cross_entropy`` exactly. May be
+            traced (a schedule's value under ``jit``; differentiable): a traced γ < 0 gives
+            NaN.
         alpha: optional class balance: a scalar or a ``[K]`` array (lists and integers are
             accepted), differentiable. Each example is scaled by its label's ``α_y``.
         ignore_index: a label value (PyTorch uses -100) whose examples give loss 0 and
             gradient 0 and leave the ``"mean"`` denominator.
+        weights: optional per-example weights ``s`` shaped like ``labels`` (or broadcasting to
+            it), differentiable: each loss becomes ``s·ℓ`` and ``"mean"`` divides by ``Σ s``
+            over the kept examples (``"sum_and_count"`` returns it).
         reduction: ``"none"``, ``"sum"``, ``"mean"`` or ``"sum_and_count"``. ``"mean"`` divides
             by the number of kept examples, not by ``Σ α_y`` (as torchvision and the paper,
             which normalises by a count of examples): ``α`` is a fixed reweighting, which
@@ -126,9 +153,12 @@ def softmax_focal_loss(
     """
     fn = "softmax_focal_loss"
     _checks.check_reduction(reduction, fn)
-    g = _checks.static_number(gamma, "gamma", fn, low=0.0)
+    g = _checks.traced_number(gamma, "gamma", fn, low=0.0)
     ce = int_loss(fn, logits, labels, axis, where, ignore_index=ignore_index)
-    loss = ce.loss if g == 0 else _focal_factor(g, ce.loss)
+    if not _checks.is_static(g):
+        loss = _focal_factor_traced(g.astype(ce.loss.dtype), ce.loss)
+    else:
+        loss = ce.loss if g == 0 else _focal_factor(g, ce.loss)
     table = _options.class_weight_table(
         alpha, ce.k, "logits", np.shape(logits), fn, option="alpha", scalar_ok=True
     )
@@ -138,7 +168,8 @@ def softmax_focal_loss(
         # Dropped examples have loss 0; an inf or NaN α_y must not turn that into NaN.
         loss = jnp.where(ce.valid, a, jnp.zeros_like(loss)) * loss
     # The mean counts examples, not Σ α_y: α rescales each example's loss (as in torchvision).
-    return _checks.reduce_loss(loss, reduction, ce.valid)
+    w = _options.example_weights(weights, loss.shape, fn, "the shape of `labels`")
+    return _options.reduce(loss, reduction, ce.valid, None, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,10 +179,11 @@ def softmax_focal_loss(
 def poly_loss_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     *,
     epsilon: float = 2.0,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
 ) -> Array | tuple[Array, Array]:
     r"""Poly-1 loss: cross-entropy plus ε times the first polynomial term (a drop-in for Optax's).
@@ -168,11 +200,14 @@ def poly_loss_cross_entropy(
         logits: ``[..., K]`` unnormalised log-probabilities, floating dtype.
         labels: ``[..., K]`` one-hot or soft targets; integer one-hot arrays are accepted and
             converted to the logits' compute dtype.
-        axis: the class axis or tuple of axes.
+        axis: the class axis or tuple of axes; ``None`` for every axis (one loss, as Optax).
         where: boolean mask shaped like ``logits`` (drops classes from the softmax and the
             sums) or like the batch (drops examples: loss 0, gradient 0).
         epsilon: ε, the coefficient of ``(1 − p_t)``; the paper suggests 2 for ImageNet
-            classification and −1 for detection. A concrete number (fixed at trace time).
+            classification and −1 for detection. May be traced (a schedule's value under
+            ``jit``; differentiable): a traced NaN or infinity gives NaN.
+        weights: optional per-example weights of the batch shape (or broadcasting to it), as
+            in ``softmax_cross_entropy``: ``"mean"`` is ``Σ s·ℓ / Σ s``.
         reduction: ``"none"``, ``"sum"``, ``"mean"`` (over kept examples) or
             ``"sum_and_count"``.
 
@@ -202,9 +237,9 @@ def poly_loss_cross_entropy(
         [0.1934 2.7241]
     """
     fn = "poly_loss_cross_entropy"
-    eps = _checks.static_number(epsilon, "epsilon", fn)
+    eps = _checks.traced_number(epsilon, "epsilon", fn)
     # One kernel with softmax_cross_entropy: the term shares its row statistics and passes.
-    return dense_loss(fn, logits, labels, axis, where, reduction, poly=eps)
+    return dense_loss(fn, logits, labels, axis, where, reduction, poly=eps, weights=weights)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +250,7 @@ def smooth_labels(
     labels: ArrayLike,
     alpha: float,
     *,
-    axis: int | tuple[int, ...] = -1,
+    axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
     num_classes: int | None = None,
 ) -> Array:
@@ -229,9 +264,10 @@ def smooth_labels(
     Args:
         labels: ``[..., K]`` one-hot or soft targets with a floating dtype, or ``[...]``
             integer class indices together with ``num_classes``.
-        alpha: the smoothing weight α in ``[0, 1]``, a concrete number.
-        axis: the class axis or tuple of axes of ``labels`` (with integer labels: where the
-            new class axis goes in the output, an int).
+        alpha: the smoothing weight α in ``[0, 1]``. May be traced (a schedule's value under
+            ``jit``; differentiable): a traced α outside ``[0, 1]`` gives NaN targets.
+        axis: the class axis or tuple of axes of ``labels``, ``None`` for all of them (with
+            integer labels: where the new class axis goes in the output, an int).
         where: boolean mask shaped like the output (classes to keep: ``K`` counts them) or
             like its batch (examples to keep). Entries outside the mask are 0; the mask moves
             no mass, so a kept row sums to ``(1 − α)·(its mass on kept classes) + α``: 1 for a
@@ -264,7 +300,7 @@ def smooth_labels(
          [0.8667 0.0667 0.0667]]
     """
     fn = "smooth_labels"
-    a = _checks.static_number(alpha, "alpha", fn, low=0.0, high=1.0)
+    a = _checks.traced_number(alpha, "alpha", fn, low=0.0, high=1.0)
     _checks.check_array(labels, "labels", fn)
     ldtype = jnp.result_type(labels)
     if jnp.issubdtype(ldtype, jnp.integer):
@@ -302,6 +338,8 @@ def smooth_labels(
         _checks.check_floating(labels, "labels", fn)
         t = jnp.asarray(labels)
         out_dtype = t.dtype
+    if axis is None:
+        axis = tuple(range(t.ndim))
     axes = _checks.canonicalize_axes(axis, t.ndim, "labels", t.shape, fn)
     example_mask, class_mask = _checks.split_where(where, t.shape, axes, fn)
     tf = t.astype(_checks.compute_dtype(t.dtype))
@@ -311,6 +349,8 @@ def smooth_labels(
             f"{fn}: `labels` with shape {t.shape} has no classes along `axis`={axis!r}: "
             "there is no distribution to smooth towards."
         )
+    if not _checks.is_static(a):
+        a = a.astype(tf.dtype)
     if class_mask is None:
         out = (1.0 - a) * tf + a / k
         if example_mask is not None:

@@ -497,8 +497,9 @@ def test_option_errors():
             BCEL, X, T, pos_weight=jnp.ones((2, 3, 4)))  # fmt: skip
     _raises(ValueError, r"binary_cross_entropy_with_logits: `label_smoothing` must be a finite "
             r"number in \[0, 1\], got 1.5", BCEL, X, T, label_smoothing=1.5)  # fmt: skip
-    with pytest.raises(TypeError, match="`label_smoothing` must be a concrete Python number"):
-        jax.jit(lambda e: BCEL(X, T, label_smoothing=e))(0.1)
+    with pytest.raises(ValueError, match=r"`label_smoothing` must be a scalar, got a traced value "
+                       r"with shape \(2,\)"):  # fmt: skip
+        jax.jit(lambda e: BCEL(X, T, label_smoothing=e))(jnp.array([0.1, 0.2]))
     _raises(ValueError, r"sigmoid_focal_loss: `gamma` must be a finite number in \[0, inf\)",
             FOCAL, X, T, gamma=-1.0)  # fmt: skip
     _raises(ValueError, r"sigmoid_focal_loss: `alpha` must be a finite number in \[0, 1\]",

@@ -322,3 +322,150 @@ def test_scalar_options_must_be_numbers_not_strings():
         jaxloss.cross_entropy(X, Y, label_smoothing="0.1")
     with pytest.raises(TypeError, match="softmax_kl_divergence: `temperature` must be a number"):
         jaxloss.softmax_kl_divergence(X, X, temperature="2")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20, item 5: soft-target options, per-example `weights=`, `axis=None`.
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_soft_target_smoothing_and_class_weights_match_torch(reduction):
+    """PyTorch's probability-target formula, ``−Σ_k w_k·((1 − ε)·t_k + ε/K)·log p_k``, and its
+    ``"mean"``, which divides by the number of examples (not by Σ w as with class indices);
+    values and gradients (logits, targets, class weights), float64, class axis 1."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 3, 5))
+    t = rng.dirichlet(np.ones(3), size=(4, 5)).transpose(0, 2, 1)
+    w = np.array([0.5, 2.0, 1.0])
+    xt, tt, wt = (torch.tensor(a, requires_grad=True) for a in (x, t, w))
+    ref = torch.nn.functional.cross_entropy(
+        xt, tt, weight=wt, label_smoothing=0.2, reduction=reduction
+    )
+    ref.sum().backward()
+    with jax.enable_x64():
+
+        def ours(x, t, w):
+            return jaxloss.softmax_cross_entropy(
+                x, t, axis=1, class_weights=w, label_smoothing=0.2, reduction=reduction
+            )
+
+        out = ours(*(jnp.asarray(a) for a in (x, t, w)))
+        grads = jax.grad(lambda *a: jnp.sum(ours(*a)), argnums=(0, 1, 2))(x, t, w)
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-12)
+    for g, a in zip(grads, (xt, tt, wt), strict=True):
+        np.testing.assert_allclose(g, a.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_soft_target_smoothing_counts_the_classes_where_leaves_in():
+    x = X[:2]
+    t = jax.nn.one_hot(jnp.array([0, 2]), K)
+    keep = jnp.array([True, True, True, False, True])
+    out = jaxloss.softmax_cross_entropy(x, t, where=keep[None, :], label_smoothing=0.2)
+    ref = jaxloss.softmax_cross_entropy(x[:, keep], 0.8 * t[:, keep] + 0.2 / 4)
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+    # The smoothed integer-label loss is the same number.
+    np.testing.assert_allclose(
+        out, jaxloss.cross_entropy(x, jnp.array([0, 2]), where=keep[None, :],
+                                   label_smoothing=0.2), rtol=1e-6)  # fmt: skip
+
+
+B2 = jnp.asarray(RNG.normal(size=(6,)), jnp.float32)
+T2 = jax.nn.softmax(jnp.asarray(RNG.normal(size=(6, K)), jnp.float32))
+LOG_T2 = jnp.log(T2)
+BIN_T = jnp.array([0.0, 1.0, 1.0, 0.0, 0.3, 1.0])
+
+# Every loss that reduces: (function, its arrays, options). Each has one loss per row of 6.
+WEIGHTED = [
+    (jaxloss.cross_entropy, (X, Y), {}),
+    (jaxloss.cross_entropy, (X, Y), {"class_weights": W, "label_smoothing": 0.1}),
+    (jaxloss.nll_loss, (jax.nn.log_softmax(X), Y), {"class_weights": W}),
+    (jaxloss.softmax_cross_entropy, (X, T2), {}),
+    (jaxloss.softmax_cross_entropy, (X, T2), {"class_weights": W, "label_smoothing": 0.1}),
+    (jaxloss.poly_loss_cross_entropy, (X, T2), {}),
+    (jaxloss.softmax_focal_loss, (X, Y), {"alpha": 0.25}),
+    (jaxloss.softmax_kl_divergence, (X, 2 * X), {"beta": 0.5}),
+    (jaxloss.kl_divergence, (LOG_T2, jax.nn.softmax(X)), {}),
+    (jaxloss.kl_divergence_with_log_targets, (LOG_T2, jax.nn.log_softmax(X)), {}),
+    (jaxloss.entropy, (T2,), {}),
+    (jaxloss.softmax_entropy, (X,), {}),
+    (jaxloss.sigmoid_binary_cross_entropy, (B2, BIN_T), {}),
+    (jaxloss.binary_cross_entropy_with_logits, (B2, BIN_T), {"weight": jnp.full(6, 2.0)}),
+    (jaxloss.sigmoid_focal_loss, (B2, BIN_T), {"gamma": 1.5}),
+]
+WEIGHTED_IDS = [f"{f.__name__}-{i}" for i, (f, _, _) in enumerate(WEIGHTED)]
+
+
+@pytest.mark.parametrize(("fn", "args", "options"), WEIGHTED, ids=WEIGHTED_IDS)
+def test_per_example_weights_give_the_weighted_mean(fn, args, options):
+    """``weights=s``: per-example ``s·ℓ``; ``"mean"`` = Σ s·ℓ·c / Σ s·c over the kept examples,
+    with c each example's own count weight (its label's class weight for the integer-label
+    losses, as their unweighted mean); ``"sum_and_count"`` returns that denominator; weight 0
+    adds 0 even to an infinite loss."""
+    s = jnp.array([1.0, 0.0, 2.0, 0.5, 3.0, 1.5])
+    keep = jnp.array([True, True, True, True, False, True])
+    per = fn(*args, where=keep, **options)
+    _, count = fn(*args, where=keep, reduction="sum_and_count", **options)
+    n_kept = int(np.sum(keep))
+    c = (  # the count weight of each kept example, from the unweighted reduction
+        np.asarray(W)[np.asarray(Y)] * keep if float(count) != n_kept else np.asarray(keep, float)
+    )
+    np.testing.assert_allclose(fn(*args, where=keep, weights=s, **options), s * per, rtol=1e-6)
+    total, n = fn(*args, where=keep, weights=s, reduction="sum_and_count", **options)
+    np.testing.assert_allclose(total, np.sum(s * per), rtol=1e-6)
+    np.testing.assert_allclose(n, np.sum(s * c), rtol=1e-6)
+    mean = fn(*args, where=keep, weights=s, reduction="mean", **options)
+    np.testing.assert_allclose(mean, np.sum(s * per) / np.sum(s * c), rtol=1e-6)
+
+
+def test_per_example_weights_gradient_matches_float64_autodiff_and_zero_weight_drops_inf():
+    """d mean/d s and d mean/d x against autodiff of ``Σ s·ℓ / Σ s`` in float64; an example of
+    weight 0 whose loss is +inf (its label's logit is −inf) adds 0."""
+    with jax.enable_x64():
+        x = jnp.asarray(X, jnp.float64)
+        s = jnp.array([1.0, 0.5, 2.0, 0.5, 3.0, 1.5])
+
+        def ours(x, s):
+            return jaxloss.cross_entropy(x, Y, weights=s, reduction="mean")
+
+        def ref(x, s):
+            return jnp.sum(s * _ce64(x, Y, jnp.ones(K))) / jnp.sum(s)
+
+        g = jax.grad(ours, argnums=(0, 1))(x, s)
+        g_ref = jax.grad(ref, argnums=(0, 1))(x, s)
+        for a, b in zip(g, g_ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+    x_inf = X.at[1, Y[1]].set(-jnp.inf)
+    s0 = jnp.array([1.0, 0.0, 2.0, 0.5, 3.0, 1.5])
+    out = jaxloss.cross_entropy(x_inf, Y, weights=s0, reduction="mean")
+    ref = np.sum(s0 * jaxloss.cross_entropy(X, Y)) / np.sum(s0)
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("fn", "args", "options"), WEIGHTED[::2], ids=WEIGHTED_IDS[::2])
+def test_weights_of_the_wrong_shape_name_the_argument_and_the_shapes(fn, args, options):
+    with pytest.raises(ValueError, match=rf"{fn.__name__}: `weights` with shape \(5,\) must have "
+                       r"the per-example loss's shape \(6,\)"):  # fmt: skip
+        fn(*args, weights=jnp.ones(5), **options)
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: `weights` must be real numbers"):
+        fn(*args, weights=jnp.ones(6, jnp.complex64), **options)
+
+
+def test_axis_none_as_optax():
+    """``axis=None`` takes every axis as the class axis (one value), as Optax's
+    `softmax_cross_entropy`, `poly_loss_cross_entropy`, `kl_divergence`,
+    `kl_divergence_with_log_targets` and `smooth_labels` do."""
+    t = jax.nn.softmax(jnp.asarray(RNG.normal(size=(6, K)), jnp.float32), axis=None)
+    pairs = [
+        (jaxloss.softmax_cross_entropy(X, t, axis=None),
+         optax.softmax_cross_entropy(X, t, axis=None)),
+        (jaxloss.poly_loss_cross_entropy(X, t, axis=None),
+         optax.losses.poly_loss_cross_entropy(X, t, axis=None)),
+        (jaxloss.kl_divergence(jnp.log(t + 0.01), t, axis=None),
+         optax.losses.kl_divergence(jnp.log(t + 0.01), t, axis=None)),
+        (jaxloss.kl_divergence_with_log_targets(LOG_T2, jnp.log(t), axis=None),
+         optax.losses.kl_divergence_with_log_targets(LOG_T2, jnp.log(t), axis=None)),
+        (jaxloss.smooth_labels(t, 0.1, axis=None), optax.losses.smooth_labels(t, 0.1, axis=None)),
+    ]  # fmt: skip
+    for ours, ref in pairs:
+        assert np.shape(ours) == np.shape(ref)
+        np.testing.assert_allclose(ours, ref, rtol=2e-6, atol=1e-7)
