@@ -327,6 +327,7 @@ def softmax_kl_divergence(
     s = jnp.asarray(student_logits)
     t = jnp.asarray(teacher_logits)
     axes = _checks.canonicalize_axes(axis, s.ndim, "student_logits", s.shape, fn)
+    _checks.check_static_classes(s.shape, axes, "student_logits", fn)
     example_mask, class_mask = _checks.split_where(where, s.shape, axes, fn)
     s = _checks.classes_last(s, axes)
     t = _checks.classes_last(t, axes)

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import jax
+import jax.core as jax_core
 import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
@@ -71,9 +72,14 @@ def _reduce(
 def _in_base(h: Array, base: Any, fn: str) -> Array:
     if base is None:
         return h
+    if not _checks.is_static(base) and isinstance(base, jax_core.Tracer):
+        raise TypeError(
+            f"{fn}: `base` must be a Python number fixed at trace time (it picks the unit), got "
+            "a traced value; divide the entropy by log(base) yourself for a traced base."
+        )
     try:
         b = float(base)
-    except (TypeError, jax.errors.ConcretizationTypeError):
+    except TypeError:
         b = float("nan")
     if not b > 0 or b == 1:
         raise ValueError(f"{fn}: `base` must be a positive number other than 1, got {base!r}.")
@@ -184,6 +190,7 @@ def softmax_entropy(
     """
     fn = "softmax_entropy"
     (x,), axes, mask = _prepare(fn, axis, where, reduction, logits=logits)
+    _checks.check_static_classes(x.shape, axes, "logits", fn)
     x = _checks.classes_last(x, axes)
     if mask is not None:
         mask = _checks.classes_last(mask, axes)
@@ -264,8 +271,9 @@ def kl_divergence(
         Zero targets contribute 0 to the value and 0 to both gradients (Optax's version gives
         NaN gradients w.r.t. targets there). A target with ``q_j = 0`` gives ``+inf``, the
         true value. Note the order: prediction first, as in Optax and as PyTorch's ``kl_div``,
-        whose default ``reduction="mean"`` divides by every element (N·K); its
-        ``"batchmean"`` equals ``kl_divergence(...).mean()`` here.
+        whose default ``reduction="mean"`` divides by every element (N·K); on ``[B, K]``
+        inputs its ``"batchmean"`` equals ``kl_divergence(...).mean()`` here (on
+        ``[B, T, K]`` it divides the sum by ``B`` alone, a factor ``T`` from our mean).
 
     References:
         Kullback and Leibler, "On Information and Sufficiency", Annals of Mathematical

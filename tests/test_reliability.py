@@ -145,12 +145,23 @@ def test_symbolic_class_count_is_refused_with_a_clear_message(fn):
 
 @pytest.mark.parametrize(
     "fn",
-    [jaxloss.logsumexp, jaxloss.log_softmax, jaxloss.softmax],
+    [
+        jaxloss.logsumexp,
+        jaxloss.log_softmax,
+        jaxloss.softmax,
+        jaxloss.softmax_entropy,
+        lambda x: jaxloss.softmax_kl_divergence(x, x),
+    ],
 )
 def test_symbolic_class_count_is_refused_by_the_softmax_functions(fn):
     b, k = export.symbolic_shape("b, k")
     with pytest.raises(ValueError, match=r"the number of classes must be static.*symbolic shape"):
         export.export(jax.jit(fn))(jax.ShapeDtypeStruct((b, k), jnp.float32))
+
+
+def test_a_traced_entropy_base_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"entropy: `base` must be a Python number"):
+        jax.jit(lambda p, b: jaxloss.entropy(p, base=b))(jnp.ones((2, 3)) / 3, 2.0)
 
 
 # --- class-sharded logits on an Explicit mesh -----------------------------------------------------
