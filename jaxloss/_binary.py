@@ -397,6 +397,7 @@ def _finish(fn: str, loss: Array, mask: Array | None, reduction: str, weights: A
 # Public functions.
 
 
+@_checks.public
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -461,6 +462,7 @@ def sigmoid_binary_cross_entropy(
     return _finish(fn, _bce(x, t, jnp.ones((), x.dtype)), mask, reduction, weights)
 
 
+@_checks.public
 def binary_cross_entropy_with_logits(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -555,6 +557,7 @@ def binary_cross_entropy_with_logits(
     return _finish(fn, loss, mask, reduction, weights)
 
 
+@_checks.public
 def sigmoid_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,

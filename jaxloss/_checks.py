@@ -7,9 +7,10 @@ message.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import jax
 import jax.core as jax_core
@@ -17,6 +18,22 @@ import jax.numpy as jnp
 import numpy as np
 
 REDUCTIONS = ("none", "sum", "mean", "sum_and_count")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def public(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A public function, run under `jax.named_scope("jaxloss.<name>")`: profiles and the
+    compiled program's op metadata name it (the program itself is unchanged)."""
+    scope = f"jaxloss.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with jax.named_scope(scope):
+            return fn(*args, **kwargs)
+
+    return call
 
 
 def _shape(x: Any) -> tuple[int, ...]:

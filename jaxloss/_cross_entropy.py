@@ -456,6 +456,7 @@ def _int_cross_entropy(fn, logits, labels, axis, where, reduction, weights=None,
     return _options.reduce(out.loss, reduction, out.valid, out.w_y, w)
 
 
+@_checks.public
 def softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -506,6 +507,7 @@ def softmax_cross_entropy_with_integer_labels(
     return loss
 
 
+@_checks.public
 def cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -702,6 +704,7 @@ def _soft_targets(t, eps, class_weights, class_mask, shape, fn):
     return t
 
 
+@_checks.public
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -788,6 +791,7 @@ def softmax_cross_entropy(
     )
 
 
+@_checks.public
 def nll_loss(
     log_probs: ArrayLike,
     labels: ArrayLike,

@@ -213,6 +213,7 @@ def _kd_jvp(beta, temperature, primals, tangents):
 _kd.defjvp(_kd_jvp, symbolic_zeros=True)
 
 
+@_checks.public
 def softmax_kl_divergence(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,

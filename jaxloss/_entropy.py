@@ -86,6 +86,7 @@ def _in_base(h: Array, base: Any, fn: str) -> Array:
     return h / math.log(b)
 
 
+@_checks.public
 def entropy(
     probs: ArrayLike,
     axis: int | tuple[int, ...] | None = -1,
@@ -141,6 +142,7 @@ def entropy(
     return _reduce(fn, h, mask, axes, reduction, weights)
 
 
+@_checks.public
 def softmax_entropy(
     logits: ArrayLike,
     axis: int | tuple[int, ...] | None = -1,
@@ -235,6 +237,7 @@ def _softmax_entropy_rows_jvp(fused_rows, primals, tangents):
     return h, jnp.sum(g * jnp.where(live, tx, jnp.zeros_like(tx)), axis=-1)
 
 
+@_checks.public
 def kl_divergence(
     log_predictions: ArrayLike,
     targets: ArrayLike,
@@ -296,6 +299,7 @@ def kl_divergence(
     return _reduce(fn, jnp.sum(term, axis=axes, where=mask), mask, axes, reduction, weights)
 
 
+@_checks.public
 def kl_divergence_with_log_targets(
     log_predictions: ArrayLike,
     log_targets: ArrayLike,

@@ -589,6 +589,7 @@ def _axis_size(mesh: Mesh, axis: AxisName) -> int:
     return math.prod(mesh.shape[a] for a in names)
 
 
+@_checks.public
 def linear_cross_entropy(
     hidden: ArrayLike,
     weight: ArrayLike,

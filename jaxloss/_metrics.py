@@ -50,6 +50,7 @@ def _check_k(k: Any, num_classes: int, fn: str) -> int:
     return kk
 
 
+@_checks.public
 def accuracy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -150,6 +151,7 @@ def accuracy(
     return _checks.reduce_loss(out, reduction, valid)
 
 
+@_checks.public
 def perplexity(loss_sum: ArrayLike, count: ArrayLike) -> Array:
     r"""Perplexity ``exp(loss_sum / count)`` from the pair ``reduction="sum_and_count"`` returns.
 

@@ -151,6 +151,7 @@ def _prepare(x: Any, axis: Any, where: Any, fn: str) -> tuple[Array, tuple, Arra
     return xf, axes, mask
 
 
+@_checks.public
 def logsumexp(
     x: ArrayLike,
     axis: int | tuple[int, ...] = -1,
@@ -212,6 +213,7 @@ def _log_softmax_rows(x: Array) -> Array:
     return d - finite_log_sum(log_s)
 
 
+@_checks.public
 def log_softmax(
     x: ArrayLike, axis: int | tuple[int, ...] = -1, where: ArrayLike | None = None
 ) -> Array:
@@ -269,6 +271,7 @@ def _softmax_rows_jvp(fused_rows, primals, tangents):
 _softmax_rows.defjvp(_softmax_rows_jvp)
 
 
+@_checks.public
 def softmax(
     x: ArrayLike, axis: int | tuple[int, ...] = -1, where: ArrayLike | None = None
 ) -> Array:

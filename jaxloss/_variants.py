@@ -84,6 +84,7 @@ def _focal_factor_rule(gamma, n, tn):
     return qg * n, qg * (1 + gamma * p * ratio) * tn
 
 
+@_checks.public
 def softmax_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -176,6 +177,7 @@ def softmax_focal_loss(
 # PolyLoss.
 
 
+@_checks.public
 def poly_loss_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -246,6 +248,7 @@ def poly_loss_cross_entropy(
 # Label smoothing.
 
 
+@_checks.public
 def smooth_labels(
     labels: ArrayLike,
     alpha: float,
