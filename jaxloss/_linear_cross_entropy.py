@@ -602,6 +602,7 @@ def linear_cross_entropy(
     class_weights: ArrayLike | None = None,
     z_loss: float = 0.0,
     logit_softcap: float | None = None,
+    weights: ArrayLike | None = None,
     reduction: str = "none",
     chunk_size: int | None = None,
     mesh: Mesh | None = None,
@@ -653,6 +654,11 @@ def linear_cross_entropy(
             ``mesh_axes[1]``. Shards combine their max / sum / label logit with ``pmax`` and
             ``psum``; the weight is never gathered. Sizes need not divide the mesh (padding
             costs a copy then).
+        weights: optional per-token float weights ``s`` of ``labels``' shape (or broadcasting
+            to it), differentiable: each loss becomes ``s·ℓ``, ``"mean"`` is
+            ``Σ s·w_y·ℓ / Σ s·w_y`` over the kept tokens and ``"sum_and_count"`` counts
+            ``Σ s·w_y``. With weights the reductions run on the per-token losses (the
+            backward pass recomputes the logits, as with ``"none"``).
         mesh_axes: ``(token_axis, class_axis)``, names of ``mesh`` axes (or tuples of names, or
             ``None`` for not split). Ignored without ``mesh``.
         check_labels: if True, raise naming the first label outside ``[0, V)`` and its
@@ -792,6 +798,19 @@ def linear_cross_entropy(
     valid = valid.reshape(-1)
     b = None if bias is None else jnp.asarray(bias)
     wy = jnp.ones((n,), cdt) if cw is None else _checks.take(cw.astype(cdt), jnp.maximum(y, 0))
+
+    token_weights = _options.example_weights(weights, y_shape, _FN, "the shape of `labels`")
+    if token_weights is not None:
+        per_token = linear_cross_entropy(
+            hidden, weight, labels, where, bias=bias, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, class_weights=class_weights, z_loss=z_loss,
+            logit_softcap=logit_softcap, chunk_size=chunk_size, mesh=mesh, mesh_axes=mesh_axes,
+        )  # fmt: skip
+        shape = tuple(y_shape)
+        return _options.reduce(
+            cast(jax.Array, per_token), reduction, valid.reshape(shape), wy.reshape(shape),
+            token_weights,
+        )  # fmt: skip
 
     if n == 0:
         per_example = jnp.zeros((0,), cdt)

@@ -505,3 +505,38 @@ def test_matches_float64_reference_and_unfused_cross_entropy(case, reduction):
     for g, r in zip(got_g, unf_g, strict=True):
         scale = np.max(np.abs(np.asarray(r)))
         assert np.max(np.abs(np.asarray(g) - np.asarray(r))) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum_and_count"])
+def test_token_weights_match_unfused_cross_entropy(reduction):
+    """`weights=`: the same values and gradients (hidden, weight, weights) as `cross_entropy`'s
+    on the unfused logits, with class weights in the count."""
+    from jaxloss._cross_entropy import cross_entropy
+
+    (h, w, y), kw = make("class_weights", seed=7)
+    cw = jnp.asarray(kw["class_weights"])
+    s = np.random.default_rng(8).uniform(0.0, 2.0, y.shape).astype(np.float32)
+
+    def loss(fn):
+        def scalar(h, w, s):
+            with jax.numpy_rank_promotion("allow"):
+                out = fn(h, w, s)
+            out = out[0] + out[1] if reduction == "sum_and_count" else out
+            return jnp.sum(out * out)
+
+        return jax.jit(jax.value_and_grad(scalar, argnums=(0, 1, 2)))
+
+    fused = loss(
+        lambda h, w, s: linear_cross_entropy(
+            h, w, y, class_weights=cw, weights=s, reduction=reduction, ignore_index=3
+        )
+    )
+    unfused = loss(
+        lambda h, w, s: cross_entropy(
+            h @ w, y, class_weights=cw, weights=s, reduction=reduction, ignore_index=3
+        )
+    )
+    (gv, gg), (wv, wg) = fused(h, w, s), unfused(h, w, s)
+    _close(gv, wv, 1e-5)
+    for g, r in zip(gg, wg, strict=True):
+        _close(g, r, 1e-4, 1e-6)
