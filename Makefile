@@ -32,17 +32,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright jaxloss
 
-# Tests in parallel over the machine's cores (pytest-xdist); the AOT compiles stay on one worker.
+# Tests in parallel over the machine's cores (pytest-xdist).
 # `make test`: the fast tier (every public function on every kernel, options, edges, errors,
 # parity, doctests), minutes. `make test-all`: everything, the slow tier too (AOT compiles,
-# sharding, export, Hessians, f16, the docs site, the example); CI runs it.
+# sharding, export, Hessians, f16, the docs site, the example); CI runs it. The slow tier sends
+# each file to one worker (`--dist loadfile`): a file's module-scoped work (the AOT compiles,
+# the docs site's build, the benchmark run) then happens once. (`--dist loadgroup` with
+# `xdist_group` marks does not group under pytest 9.2 with pytest-xdist 3.8: both workers ran
+# the AOT compiles.)
 PYTEST_WORKERS ?= auto
-PYTEST := $(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/pytest -q -n $(PYTEST_WORKERS)
 test: lint
-	$(PYTEST) -m "not slow"
+	$(PYTEST) --dist load -m "not slow"
 
 test-slow: $(STAMP)
-	$(PYTEST) -m slow
+	$(PYTEST) --dist loadfile -m slow
 
 test-all: test test-slow
 

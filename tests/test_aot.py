@@ -43,9 +43,10 @@ import pytest
 import jaxloss
 from bench.aot import NOT_ON_LOGITS
 
-# Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
+# Its module-scoped work runs once: `make test-all` sends each slow file to one worker
+# (`--dist loadfile`).
 # The slow tier (`make test-all`): AOT compiles.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("aot")]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 AOT_PYTHON = Path(os.environ.get("JAXLOSS_AOT_PYTHON", ROOT / ".venv-aot" / "bin" / "python"))

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-# Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
+# Its module-scoped work runs once: `make test-all` sends each slow file to one worker
+# (`--dist loadfile`).
 # The slow tier (`make test-all`): a subprocess per check.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_smoke")]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `bench/` is a top-level folder, not an installed package

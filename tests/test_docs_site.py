@@ -36,9 +36,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-# Its module-scoped work (a subprocess or compiles) runs once: one xdist worker takes the file.
+# Its module-scoped work runs once: `make test-all` sends each slow file to one worker
+# (`--dist loadfile`).
 # The slow tier (`make test-all`): the built site in Chromium.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("docs_site")]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -19,8 +19,9 @@ from jax.sharding import PartitionSpec as P
 
 from jaxloss._linear_cross_entropy import linear_cross_entropy
 
-# The slow tier (`make test-all`); one worker takes the file, so each case compiles once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lce_sharded")]
+# The slow tier (`make test-all`); one worker takes the file (`--dist loadfile`), so each case
+# compiles once.
+pytestmark = pytest.mark.slow
 
 COLLECTIVE = re.compile(
     r"=\s*(.*?)\s(all-gather|all-to-all|collective-permute|all-reduce|reduce-scatter)(?:-start)?\("
