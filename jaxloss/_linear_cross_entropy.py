@@ -23,7 +23,6 @@ to get wrong at a tie.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, NamedTuple, cast
 
@@ -56,15 +55,43 @@ class _Static(NamedTuple):
     """Everything the kernels need that is known at trace time (hashable, for custom_vjp)."""
 
     num_classes: int  # V, the true (unpadded) number of classes
-    label_smoothing: float
-    z_loss: float
-    softcap: float | None
+    # The options: a Python float, or None in the static tuple where the option is traced
+    # (its value travels as `hyper` and `_join` puts it back inside the rules and kernels).
+    label_smoothing: Any
+    z_loss: Any
+    softcap: Any  # also None for no cap
     token_chunk: int | None  # None: automatic
     vocab_block: int
     vocab_padded: bool  # some weight columns are padding (sharded, V % shards != 0)
     mesh: Mesh | None
     data_axis: AxisName
     model_axis: AxisName
+
+
+Hyper = tuple[Any, Any, Any]  # traced (ε, λ_z, c), None each where the option is static
+
+
+def _split(opts: _options.Options) -> tuple[_options.Options, Hyper]:
+    """(static options, traced ones): a traced option reads None in the static part."""
+    traced = tuple(None if _checks.is_static(x) or x is None else x for x in opts)
+    static = tuple(None if t is not None else x for x, t in zip(opts, traced, strict=True))
+    return _options.Options(*static), cast(Hyper, traced)
+
+
+def _join(s: _Static, hyper: Hyper) -> _Static:
+    """`s` with the traced options back in their places (not hashable then: used only inside
+    the rules and kernels)."""
+    eps, zl, cap = hyper
+    return s._replace(
+        label_smoothing=s.label_smoothing if eps is None else eps,
+        z_loss=s.z_loss if zl is None else zl,
+        softcap=s.softcap if cap is None else cap,
+    )
+
+
+def _smoothing(s: _Static) -> bool:
+    """Whether the smoothing sums are needed: a traced ε, or a static one above 0."""
+    return not _checks.is_static(s.label_smoothing) or s.label_smoothing > 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,7 +123,10 @@ def _logits(h_t: jax.Array, w_blk: jax.Array, b_blk: jax.Array | None, s: _Stati
     if b_blk is not None:
         z = z + b_blk.astype(cdt)[None, :]
     if s.softcap is not None:
-        z = s.softcap * jnp.tanh(z / s.softcap)
+        if _checks.is_static(s.softcap):
+            z = s.softcap * jnp.tanh(z / s.softcap)
+        else:
+            z = _options.softcap(z, s.softcap)  # a traced c = inf: no cap
     return z
 
 
@@ -166,7 +196,7 @@ def _opts(s: _Static) -> _options.Options:
 def _rows(s: _Static, st: _Stats, wy, valid, labels, w_tot):
     """Loss and gradient coefficients per token (`_options.label_rows`, as `cross_entropy`)."""
     smooth = None
-    if s.label_smoothing > 0:
+    if _smoothing(s):
         smooth = (w_tot, st.wd, float(s.num_classes))
     bad = valid & (labels < 0)  # out-of-range labels were set to -1 (padding is not valid)
     return _options.label_rows(_opts(s), st.m, st.d_y, st.r, wy, valid, bad, smooth)
@@ -199,7 +229,7 @@ def _stats_local(
     b_size = min(s.vocab_block, v)
     off = _vocab_offset(s, v)
     y_local = labels - off
-    smooth = s.label_smoothing > 0
+    smooth = _smoothing(s)
     zero = jnp.zeros((n,), cdt)
 
     def token_step(carry, i):
@@ -267,9 +297,10 @@ def _grads_local(
 
     dloss_i/dz_ij is ``coef_i·exp(z_ij − m_i) − (ε/V)·w_j`` off the label and ``g_y,i`` at it
     (`_options.label_rows`: the label's entry without cancellation); times ``1 − (z/c)²``
-    under a softcap. Returns (stats, grad_h, grad_w, grad_b, zcol) where
-    zcol_j = Σ_i q_i (ε/V)(lse_i − z_ij) (the smoothing part of the class-weight gradient) and
-    grad_b / zcol are None when not needed.
+    under a softcap. Returns (stats, grad_h, grad_w, grad_b, zcol, grad_c) where
+    zcol_j = Σ_i q_i (ε/V)(lse_i − z_ij) (the smoothing part of the class-weight gradient),
+    grad_c the gradient of a traced soft-cap c, and grad_b / zcol / grad_c are None when not
+    needed.
     """
     n, d = h.shape
     v = w.shape[1]
@@ -279,14 +310,14 @@ def _grads_local(
     off = _vocab_offset(s, v)
     y_local = labels - off
     eps = s.label_smoothing
-    smooth = eps > 0
+    smooth = _smoothing(s)
     need_zcol = smooth and cw is not None
     cols_all = jnp.arange(v)
     real_col = (off + cols_all < s.num_classes) if s.vocab_padded else jnp.ones((v,), bool)
     w_all = jnp.where(real_col, _weights_of(s, cw, 0, v, cdt), 0.0)
 
     def token_step(carry, i):
-        st_all, gh_all, gw, gb, zcol = carry
+        st_all, gh_all, gw, gb, zcol, gcap = carry
         t0, rows_new = _block(i, t_size, n)
 
         def cut(a):
@@ -334,7 +365,7 @@ def _grads_local(
         in_dtype = h.dtype
 
         def vocab_step(c, j):
-            gh_t, gw, gb, zcol = c
+            gh_t, gw, gb, zcol, gcap = c
             v0, ok = _block(j, b_size, v)
             ok = ok & lax.dynamic_slice_in_dim(real_col, v0, b_size, 0)
             z_b = lax.dynamic_slice_in_dim(z, v0, b_size, 1)
@@ -343,7 +374,17 @@ def _grads_local(
             g = jnp.where(cols[None, :] == y_t[:, None], g_y[:, None], coef[:, None] * jnp.exp(d))
             if smooth:
                 g = g - cs[:, None] * lax.dynamic_slice_in_dim(w_all, v0, b_size, 0)[None, :]
-            if s.softcap is not None:
+            if gcap is not None:
+                # A traced c: z = c·tanh(u/c), so ∂z/∂c = t − atanh(t)·(1 − t²) with t = z/c
+                # (the second term underflows to 0 where t rounds to ±1), and ∂z/∂u = 1 − t².
+                t = z_b / s.softcap
+                slope = 1.0 - jnp.square(t)
+                inner = jnp.abs(t) < 1
+                dz_dc = t - jnp.where(inner, jnp.arctanh(jnp.where(inner, t, 0.0)) * slope, 0.0)
+                keep = rows_new[:, None] & ok[None, :]
+                gcap = gcap + jnp.sum(jnp.where(keep, g * dz_dc, 0.0))
+                g = g * slope
+            elif s.softcap is not None:
                 g = g * (1.0 - jnp.square(z_b / s.softcap))
             g = jnp.where(ok[None, :], g, 0.0)
             w_blk = lax.dynamic_slice_in_dim(w, v0, b_size, 1)
@@ -369,13 +410,13 @@ def _grads_local(
                 zcol = lax.dynamic_update_slice_in_dim(
                     zcol, lax.dynamic_slice_in_dim(zcol, v0, b_size, 0) + zc, v0, 0
                 )
-            return (gh_t, gw, gb, zcol), None
+            return (gh_t, gw, gb, zcol, gcap), None
 
-        init = (jnp.zeros((t_size, d), cdt), gw, gb, zcol)
-        (gh_t, gw, gb, zcol), _ = lax.scan(vocab_step, init, jnp.arange(-(-v // b_size)))
+        init = (jnp.zeros((t_size, d), cdt), gw, gb, zcol, gcap)
+        (gh_t, gw, gb, zcol, gcap), _ = lax.scan(vocab_step, init, jnp.arange(-(-v // b_size)))
         upd = lax.dynamic_update_slice_in_dim
         st_all = _Stats(*(upd(a, x, t0, 0) for a, x in zip(st_all, st, strict=True)))
-        carry = (st_all, upd(gh_all, gh_t.astype(gh_all.dtype), t0, 0), gw, gb, zcol)
+        carry = (st_all, upd(gh_all, gh_t.astype(gh_all.dtype), t0, 0), gw, gb, zcol, gcap)
         return carry, None
 
     zero = jnp.zeros((n,), cdt)
@@ -385,14 +426,16 @@ def _grads_local(
         jnp.zeros((d, v), cdt),
         jnp.zeros((v,), cdt) if b is not None else None,
         jnp.zeros((v,), cdt) if need_zcol else None,
+        None if _checks.is_static(s.softcap) or s.softcap is None else jnp.zeros((), cdt),
     )
-    (st, gh, gw, gb, zcol), _ = lax.scan(token_step, init, jnp.arange(-(-n // t_size)))
+    (st, gh, gw, gb, zcol, gcap), _ = lax.scan(token_step, init, jnp.arange(-(-n // t_size)))
     if s.mesh is not None:
         if s.model_axis is not None:
             gh = lax.psum(gh, s.model_axis)
+            gcap = None if gcap is None else lax.psum(gcap, s.model_axis)
         if s.data_axis is not None:
-            gw, gb, zcol = lax.psum((gw, gb, zcol), s.data_axis)
-    return st, gh, gw, gb, zcol
+            gw, gb, zcol, gcap = lax.psum((gw, gb, zcol, gcap), s.data_axis)
+    return st, gh, gw, gb, zcol, gcap
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,10 +478,24 @@ def _place(mesh: Mesh, pairs: tuple[tuple[Any, P], ...]) -> list[Any]:
     return out
 
 
-def _stats(s: _Static, h, w, b, cw, labels) -> _Stats:
-    fn = functools.partial(_stats_local, s)
+def _with_hyper(kernel, s: _Static, hyper: Hyper):
+    """`kernel` with the options joined in, taking the traced ones as its first argument (a
+    tuple of scalars, replicated under shard_map: spec P() each)."""
+    where = tuple(i for i, x in enumerate(hyper) if x is not None)
+
+    def fn(traced, *args):
+        full = [None, None, None]
+        for i, x in zip(where, traced, strict=True):
+            full[i] = x
+        return kernel(_join(s, cast(Hyper, tuple(full))), *args)
+
+    return fn, tuple(hyper[i] for i in where)
+
+
+def _stats(s: _Static, hyper: Hyper, h, w, b, cw, labels) -> _Stats:
+    fn, traced = _with_hyper(_stats_local, s, hyper)
     if s.mesh is None:
-        return fn(h, w, b, cw, labels)
+        return fn(traced, h, w, b, cw, labels)
     tok, tokd, wsp, vsp = _specs(s)
     in_specs = (tokd, wsp, vsp, vsp, tok)
     args = _place(s.mesh, tuple(zip((h, w, b, cw, labels), in_specs, strict=True)))
@@ -447,17 +504,17 @@ def _stats(s: _Static, h, w, b, cw, labels) -> _Stats:
     return jax.shard_map(
         fn,
         mesh=s.mesh,
-        in_specs=in_specs,
+        in_specs=(tuple(P() for _ in traced), *in_specs),
         out_specs=_Stats(tok, tok, tok, tok),
         check_vma=False,
-    )(*args)
+    )(traced, *args)
 
 
-def _grads(s: _Static, h, w, b, cw, labels, wy, valid, q, w_tot, stats_in):
-    fn = functools.partial(_grads_local, s)
+def _grads(s: _Static, hyper: Hyper, h, w, b, cw, labels, wy, valid, q, w_tot, stats_in):
+    fn, traced = _with_hyper(_grads_local, s, hyper)
     args = (h, w, b, cw, labels, wy, valid, q, w_tot, stats_in)
     if s.mesh is None:
-        return fn(*args)
+        return fn(traced, *args)
     tok, tokd, wsp, vsp = _specs(s)
     st = None if stats_in is None else _Stats(tok, tok, tok, tok)
     in_specs = (tokd, wsp, vsp, vsp, tok, tok, tok, tok, P())
@@ -467,11 +524,11 @@ def _grads(s: _Static, h, w, b, cw, labels, wy, valid, q, w_tot, stats_in):
     sharded = jax.shard_map(
         fn,
         mesh=s.mesh,
-        in_specs=(*in_specs, st),
-        out_specs=(_Stats(tok, tok, tok, tok), tokd, wsp, vsp, vsp),
+        in_specs=(tuple(P() for _ in traced), *in_specs, st),
+        out_specs=(_Stats(tok, tok, tok, tok), tokd, wsp, vsp, vsp, P()),
         check_vma=False,
     )
-    return cast(Any, sharded)(*placed, stats_in)
+    return cast(Any, sharded)(traced, *placed, stats_in)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,11 +543,33 @@ def _class_weight_sum(s: _Static, cw: jax.Array | None, cdt: Any) -> jax.Array:
 
 
 def _loss_and_label_grad(s: _Static, st: _Stats, wy, valid, labels, cw):
-    """Per-token losses and ∂loss/∂w_y (the label's class weight), from the statistics."""
+    """Per-token losses, ∂loss/∂w_y (the label's class weight) and Σ_j w_j, from the
+    statistics; and (∂loss/∂ε, ∂loss/∂λ_z) per token where those options are traced (None
+    each where static)."""
     w_tot = _class_weight_sum(s, cw, st.m.dtype)
-    loss, rows, nll, _ = _rows(s, st, wy, valid, labels, w_tot)
+    loss, rows, nll, log_s = _rows(s, st, wy, valid, labels, w_tot)
     gwy = jnp.where(rows.use, (1.0 - s.label_smoothing) * nll, 0.0)
-    return loss, gwy, w_tot
+    slopes = (None, None)
+    if not (_checks.is_static(s.label_smoothing) and _checks.is_static(s.z_loss)):
+        smooth = (w_tot, st.wd, float(s.num_classes)) if _smoothing(s) else None
+        bad = valid & (labels < 0)
+        d_eps, d_zl = _options.option_slopes(st.m, nll, log_s, wy, valid, bad, smooth)
+        slopes = (
+            None if _checks.is_static(s.label_smoothing) else d_eps,
+            None if _checks.is_static(s.z_loss) else d_zl,
+        )
+    return loss, gwy, w_tot, slopes
+
+
+def _hyper_grads(hyper: Hyper, slopes, gcap, q) -> Hyper:
+    """The traced options' cotangents: Σ_i q_i·∂loss_i/∂(ε, λ_z), and the soft-cap's."""
+    d_eps, d_zl = slopes
+    out = (
+        None if d_eps is None else jnp.sum(q * d_eps),
+        None if d_zl is None else jnp.sum(q * d_zl),
+        gcap,
+    )
+    return cast(Hyper, tuple(_cast_like(g, x) for x, g in zip(hyper, out, strict=True)))
 
 
 def _cast_like(g, x):
@@ -505,22 +584,22 @@ def _cast_like(g, x):
     return g
 
 
-def _per_token_primal(s: _Static, h, w, b, cw, wy, labels, valid):
-    st = _stats(s, h, w, b, cw, labels)
-    return _loss_and_label_grad(s, st, wy, valid, labels, cw)[0]
+def _per_token_primal(s: _Static, h, w, b, cw, wy, labels, valid, hyper):
+    st = _stats(s, hyper, h, w, b, cw, labels)
+    return _loss_and_label_grad(_join(s, hyper), st, wy, valid, labels, cw)[0]
 
 
-def _per_token_fwd(s: _Static, h, w, b, cw, wy, labels, valid):
-    st = _stats(s, h, w, b, cw, labels)
-    loss = _loss_and_label_grad(s, st, wy, valid, labels, cw)[0]
+def _per_token_fwd(s: _Static, h, w, b, cw, wy, labels, valid, hyper):
+    st = _stats(s, hyper, h, w, b, cw, labels)
+    loss = _loss_and_label_grad(_join(s, hyper), st, wy, valid, labels, cw)[0]
     # Residuals: the inputs, and four numbers per token. No [N, V] block survives the pass.
-    return loss, (h, w, b, cw, wy, labels, valid, st)
+    return loss, (h, w, b, cw, wy, labels, valid, st, hyper)
 
 
 def _per_token_bwd(s: _Static, res, ct):
-    h, w, b, cw, wy, labels, valid, st = res
-    _, gwy, w_tot = _loss_and_label_grad(s, st, wy, valid, labels, cw)
-    _, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, wy, valid, ct, w_tot, st)
+    h, w, b, cw, wy, labels, valid, st, hyper = res
+    _, gwy, w_tot, slopes = _loss_and_label_grad(_join(s, hyper), st, wy, valid, labels, cw)
+    _, gh, gw, gb, zcol, gcap = _grads(s, hyper, h, w, b, cw, labels, wy, valid, ct, w_tot, st)
     return (
         gh.astype(h.dtype),
         gw.astype(w.dtype),
@@ -529,6 +608,7 @@ def _per_token_bwd(s: _Static, res, ct):
         _cast_like(ct * gwy, wy),
         None,
         None,
+        _hyper_grads(hyper, slopes, gcap, ct),
     )
 
 
@@ -543,29 +623,32 @@ _per_token = jax.custom_vjp(_per_token_primal, nondiff_argnums=(0,))
 _per_token.defvjp(_per_token_fwd, _per_token_bwd)
 
 
-def _summed_primal(s: _Static, h, w, b, cw, wy, labels, valid):
-    return jnp.sum(_per_token(s, h, w, b, cw, wy, labels, valid))
+def _summed_primal(s: _Static, h, w, b, cw, wy, labels, valid, hyper):
+    return jnp.sum(_per_token(s, h, w, b, cw, wy, labels, valid, hyper))
 
 
-def _summed_fwd(s: _Static, h, w, b, cw, wy, labels, valid):
+def _summed_fwd(s: _Static, h, w, b, cw, wy, labels, valid, hyper):
     # The cotangent of a sum is one scalar, so the gradients can be formed while the logits
     # are computed (6·N·D·V flops instead of 8) and scaled in the backward pass.
     cdt = compute_dtype(h.dtype)
     w_tot = _class_weight_sum(s, cw, cdt)
     q = jnp.ones(labels.shape, cdt)
-    st, gh, gw, gb, zcol = _grads(s, h, w, b, cw, labels, wy, valid, q, w_tot, None)
-    loss, gwy, _ = _loss_and_label_grad(s, st, wy, valid, labels, cw)
+    st, gh, gw, gb, zcol, gcap = _grads(s, hyper, h, w, b, cw, labels, wy, valid, q, w_tot, None)
+    loss, gwy, _, slopes = _loss_and_label_grad(_join(s, hyper), st, wy, valid, labels, cw)
+    total = jnp.sum(loss)
     # h, w, b, cw are kept only for their dtypes (they are live inputs anyway).
-    return jnp.sum(loss), (gh, gw, gb, _weights_grad(s, cw, zcol), gwy, (h, w, b, cw))
+    res = (gh, gw, gb, _weights_grad(s, cw, zcol), gwy, (h, w, b, cw))
+    return total, (*res, _hyper_grads(hyper, slopes, gcap, q))
 
 
 def _summed_bwd(s: _Static, res, ct):
-    gh, gw, gb, gcw, gwy, (h, w, b, cw) = res
+    gh, gw, gb, gcw, gwy, (h, w, b, cw), g_hyper = res
 
     def scale(g, like):
         return None if like is None else _cast_like(ct * g, like)
 
-    return (scale(gh, h), scale(gw, w), scale(gb, b), scale(gcw, cw), scale(gwy, gwy), None, None)
+    grads = (scale(gh, h), scale(gw, w), scale(gb, b), scale(gcw, cw), scale(gwy, gwy))
+    return (*grads, None, None, tuple(None if g is None else ct * g for g in g_hyper))
 
 
 _summed = jax.custom_vjp(_summed_primal, nondiff_argnums=(0,))
@@ -636,11 +719,18 @@ def linear_cross_entropy(
         bias: optional ``[V]`` bias added to the logits.
         ignore_index: label value marking an example to ignore, like ``where=False``.
             Any other label outside ``[0, V)`` gives a NaN loss (and NaN gradients).
-        label_smoothing: :math:`\varepsilon \in [0, 1]`, a Python number.
+        label_smoothing: :math:`\varepsilon \in [0, 1]`.
         class_weights: optional ``[V]`` weights :math:`w` (PyTorch's ``weight``); all ones when
             ``None``. Differentiable.
-        z_loss: :math:`\lambda_z`, weight of PaLM's :math:`L^2` penalty (not class-weighted).
-        logit_softcap: :math:`c > 0`, caps the logits at :math:`\pm c` through ``tanh``.
+        z_loss: :math:`\lambda_z \ge 0`, weight of PaLM's :math:`L^2` penalty (not
+            class-weighted).
+        logit_softcap: :math:`c > 0`, caps the logits at :math:`\pm c` through ``tanh``;
+            ``inf`` means no cap.
+
+            ``label_smoothing``, ``z_loss`` and ``logit_softcap`` may be traced (a schedule's
+            value under ``jit``: one compiled program serves every value), and are then
+            differentiable; a Python number is checked when the function is traced (and 0 or
+            ``None`` compiles no term), a traced value outside its range gives NaN losses.
         reduction: ``"none"`` (shape ``labels.shape``), ``"sum"``, ``"mean"`` (sum over the sum
             of the valid examples' :math:`w_y`; 0 only when no example is valid) or
             ``"sum_and_count"`` (the pair ``(sum, count)``, for gradient accumulation).
@@ -726,6 +816,7 @@ def linear_cross_entropy(
         z_loss=z_loss,
         logit_softcap=logit_softcap,
         reduction=reduction,
+        traced_ok=True,
     )
     ignore_index = _options.check_ignore_index(ignore_index, _FN)
     if ignore_index is not None:
@@ -862,11 +953,14 @@ def linear_cross_entropy(
             w = jnp.pad(w, ((0, 0), (0, v_pad)))
             b = None if b is None else jnp.pad(b, (0, v_pad))
             cw = None if cw is None else jnp.pad(cw, (0, v_pad))
+    static, hyper = _split(opts)
+    # Traced options in the compute dtype (differentiable: the rules give their cotangents).
+    hyper = cast(Hyper, tuple(None if x is None else x.astype(cdt) for x in hyper))
     s = _Static(
         num_classes=v,
-        label_smoothing=opts.eps,
-        z_loss=opts.zl,
-        softcap=opts.cap,
+        label_smoothing=static.eps,
+        z_loss=static.zl,
+        softcap=static.cap,
         token_chunk=token_chunk,
         vocab_block=_VOCAB_BLOCK,
         vocab_padded=vocab_padded,
@@ -882,11 +976,11 @@ def linear_cross_entropy(
         tok, tokd, wsp, vsp = _specs(s)
         args = _place(mesh, tuple(zip(args, (tokd, wsp, vsp, vsp, tok, tok, tok), strict=True)))
     if reduction == "none":
-        out = cast(jax.Array, _per_token(s, *args))
+        out = cast(jax.Array, _per_token(s, *args, hyper))
         if mesh is not None and out.shape[0] != n:
             # An Explicit axis cannot slice padding off a sharded dimension: replicate the
             # per-token losses (N numbers) first.
             (out,) = _place(mesh, ((out, P(None)),))
         return out[:n].reshape(y_shape)
-    total = cast(jax.Array, _summed(s, *args))
+    total = cast(jax.Array, _summed(s, *args, hyper))
     return _checks.reduce_loss(total[None], reduction, valid, wy)

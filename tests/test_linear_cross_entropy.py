@@ -3,6 +3,8 @@ float64 autodiff of the unfused formula, padding, masking, memory, errors."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -442,8 +444,8 @@ def test_other_argument_errors():
         linear_cross_entropy(h, w, y, logit_softcap=0.0)
     with pytest.raises(ValueError, match="`chunk_size` must be a positive int"):
         linear_cross_entropy(h, w, y, chunk_size=0)
-    with pytest.raises(TypeError, match="`z_loss` must be a concrete Python number"):
-        jax.jit(lambda zl: linear_cross_entropy(h, w, y, z_loss=zl))(0.1)
+    with pytest.raises(ValueError, match="`z_loss` must be a scalar, got a traced value with"):
+        jax.jit(lambda zl: linear_cross_entropy(h, w, y, z_loss=zl))(jnp.ones(2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -540,3 +542,156 @@ def test_token_weights_match_unfused_cross_entropy(reduction):
     _close(gv, wv, 1e-5)
     for g, r in zip(gg, wg, strict=True):
         _close(g, r, 1e-4, 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Traced options (a schedule's value under jit)
+
+TRACED = {"label_smoothing": 0.3, "z_loss": 0.05, "logit_softcap": 1.5}
+
+
+def _traced_grid() -> list:
+    """(option, reduction): each option once in the fast tier (both reductions covered), the
+    rest of the grid `slow`."""
+    params = []
+    for i, option in enumerate(sorted(TRACED)):
+        for j, reduction in enumerate(("none", "mean")):
+            marks = pytest.mark.slow if j != i % 2 else ()
+            params.append(pytest.param(option, reduction, marks=marks, id=f"{option}-{reduction}"))
+    return params
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize(("option", "reduction"), _traced_grid())
+def test_traced_option_matches_python_number_and_float64_autodiff(option, reduction):
+    """A traced option (the others Python numbers, every other feature on): the value and
+    gradients of the same Python number, and the option's own gradient that of float64
+    autodiff of the unfused formula."""
+    with jax.enable_x64(True):
+        args, kw = make("everything", seed=11, dtype=np.float64)
+        kw = _as_jnp(kw)
+        h, w, y = (jnp.asarray(a) for a in args)
+        ct = jax.random.normal(jax.random.key(2), y.shape, jnp.float64)
+        names = _grad_args(kw)
+        params = {"hidden": h, "weight": w, **{k: kw[k] for k in names[2:]}}
+
+        def wrap(fn):
+            def loss(params, value):
+                out = fn(
+                    params["hidden"], params["weight"], y,
+                    **{**kw, **{k: params[k] for k in names[2:]}, option: value},
+                    reduction=reduction, chunk_size=4,
+                )  # fmt: skip
+                return jnp.sum(out * ct) if reduction == "none" else out
+
+            return loss
+
+        fused = wrap(linear_cross_entropy)
+        value = TRACED[option]
+        v_got, (g_got, g_opt) = jax.jit(jax.value_and_grad(fused, argnums=(0, 1)))(params, value)
+        v_num, g_num = jax.jit(jax.value_and_grad(lambda p: fused(p, value)))(params)
+        v_want, (g_want, g_opt_want) = jax.value_and_grad(wrap(unfused_jnp), argnums=(0, 1))(
+            params, jnp.float64(value)
+        )
+        _close(v_got, v_num, 1e-14, 1e-14)
+        _close(v_got, v_want, 1e-12)
+        for k in names:
+            _close(g_got[k], g_num[k], 1e-12, 1e-14)
+            _close(g_got[k], g_want[k], 1e-10, 1e-12)
+        assert g_opt.dtype == jnp.float64
+        _close(g_opt, g_opt_want, 1e-10, 1e-12)
+        assert float(g_opt) != 0.0
+
+
+def test_one_program_serves_every_option_value():
+    """A schedule: one trace for several values of all three options at once (float32,
+    `"none"`), each giving the Python number's loss and gradients."""
+    (h, w, y), _ = make("plain", seed=4)
+    traces = []
+
+    def loss(h, w, eps, zl, cap):
+        traces.append(1)
+        return jnp.sum(
+            linear_cross_entropy(h, w, y, label_smoothing=eps, z_loss=zl, logit_softcap=cap)
+        )
+
+    fused = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
+    for eps, zl, cap in [(0.1, 1e-3, 3.0), (0.5, 0.2, 0.5)]:
+        v, g = fused(h, w, jnp.float32(eps), jnp.float32(zl), jnp.float32(cap))
+        v_num, g_num = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=(2, 3, 4))(
+            h, w, eps, zl, cap
+        )
+        _close(v, v_num, 1e-6)
+        _close(g[0], g_num[0], 1e-5, 1e-7)
+        _close(g[1], g_num[1], 1e-5, 1e-7)
+        assert all(np.isfinite(float(x)) for x in g[2:])
+    assert len(traces) == 1 + 2  # the traced program once, each Python number's once
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_out_of_range_traced_option_gives_nan(reduction):
+    """A traced value outside the range a Python number is checked against: NaN losses, never
+    a silent finite one (a Python number raises, as before)."""
+    (h, w, y), _ = make("plain", seed=1)
+    nan, inf = float("nan"), float("inf")
+    fused = jax.jit(
+        lambda eps, zl, cap: linear_cross_entropy(
+            h, w, y, label_smoothing=eps, z_loss=zl, logit_softcap=cap, reduction=reduction
+        )
+    )
+    bad = {
+        "label_smoothing": [1.5, -0.1, nan],
+        "z_loss": [-1.0, inf, nan],
+        "logit_softcap": [0.0, -2.0, nan],
+    }
+    assert np.all(np.isfinite(np.asarray(fused(0.1, 0.01, 2.0))))
+    for option, values in bad.items():
+        for value in values:
+            opts = {"eps": 0.1, "zl": 0.01, "cap": 2.0}
+            opts[{"label_smoothing": "eps", "z_loss": "zl", "logit_softcap": "cap"}[option]] = value
+            out = fused(**{k: jnp.float32(x) for k, x in opts.items()})
+            assert np.all(np.isnan(np.asarray(out))), (option, value)
+            with pytest.raises((ValueError, TypeError), match=f"`{option}`"):
+                linear_cross_entropy(h, w, y, **{option: value})
+
+
+def test_traced_infinite_softcap_means_no_cap():
+    """`logit_softcap=inf` traced: the uncapped loss and gradients, and gradient 0 for the cap."""
+    (h, w, y), kw = make("bias", seed=6)
+
+    def loss(h, w, cap):
+        return linear_cross_entropy(h, w, y, **kw, logit_softcap=cap, reduction="mean")
+
+    v, g = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(h, w, jnp.float32(np.inf))
+    v_ref, g_ref = jax.jit(jax.value_and_grad(lambda h, w: loss(h, w, None), argnums=(0, 1)))(h, w)
+    _close(v, v_ref, 1e-6)
+    _close(g[0], g_ref[0], 1e-6, 1e-7)
+    _close(g[1], g_ref[1], 1e-6, 1e-7)
+    assert float(g[2]) == 0.0
+
+
+@pytest.mark.slow  # two programs over 8 simulated devices
+def test_traced_options_sharded_match_single_device():
+    """`mesh=`: the traced options enter shard_map replicated; values and gradients (the
+    options' included) those of the single-device call. 37 classes over 4 shards (padding)."""
+    from jax.sharding import AxisType, Mesh
+
+    (h, w, y), kw = make("class_weights", seed=9, batch=(20,))
+    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+    assert mesh.axis_types == (AxisType.Auto, AxisType.Auto)
+    ct = np.random.default_rng(3).standard_normal(20).astype(np.float32)
+
+    def loss(h, w, eps, zl, cap, mesh=None):
+        out = linear_cross_entropy(
+            h, w, y, **kw, label_smoothing=eps, z_loss=zl, logit_softcap=cap, mesh=mesh,
+            chunk_size=4,
+        )  # fmt: skip
+        return jnp.sum(out * ct)
+
+    args = (h, w, jnp.float32(0.2), jnp.float32(0.01), jnp.float32(2.0))
+    grad = functools.partial(jax.value_and_grad, argnums=(0, 1, 2, 3, 4))
+    v0, g0 = jax.jit(grad(loss))(*args)
+    v1, g1 = jax.jit(grad(lambda *a: loss(*a, mesh=mesh)))(*args)
+    _close(v1, v0, 1e-5)
+    for a, b in zip(g1, g0, strict=True):
+        _close(a, b, 1e-5, 1e-6)
