@@ -69,7 +69,7 @@ $(FLOOR_STAMP): pyproject.toml
 
 test-floor: $(FLOOR_STAMP)
 	$(FLOOR_VENV)/bin/python -c 'import jax; assert jax.__version__ == "$(FLOOR_JAX)", jax.__version__'
-	$(FLOOR_VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow"
+	$(FLOOR_VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist load -m "not slow"
 
 # The printed tour, then a short MNIST run (Fashion-MNIST or scikit-learn's digits offline).
 demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
