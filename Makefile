@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all lint install docs bench bench-quick aot-env bench-aot
+.PHONY: demo test test-slow test-all test-floor lint install docs bench bench-quick aot-env \
+	bench-aot
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +50,26 @@ test-slow: $(STAMP)
 	$(PYTEST) --dist loadfile -m slow
 
 test-all: test test-slow
+
+# The fast tier again on the oldest JAX that pyproject.toml accepts (the `jax>=` bound, read from
+# there so the two cannot drift), in a venv of its own: the declared floor is a tested one. The
+# examples and docs extras come along because fast tests import them (the MNIST data code, flax,
+# griffe); no lint (that is `make test`'s).
+FLOOR_VENV := .venv-floor
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
+FLOOR_JAX := $(shell sed -n 's/^ *"jax>=\([0-9.]*\),.*/\1/p' pyproject.toml)
+
+$(FLOOR_STAMP): pyproject.toml
+	@test -n "$(FLOOR_JAX)" || { echo "no jax>= bound found in pyproject.toml"; exit 1; }
+	$(PY) -m venv $(FLOOR_VENV)
+	echo '*' > $(FLOOR_VENV)/.gitignore  # out of git's sight, as Python 3.13's venv does itself
+	$(FLOOR_VENV)/bin/pip install -q --upgrade pip
+	$(FLOOR_VENV)/bin/pip install -q -e '.[test,examples,docs]' 'jax==$(FLOOR_JAX)' 'jaxlib==$(FLOOR_JAX)'
+	touch $(FLOOR_STAMP)
+
+test-floor: $(FLOOR_STAMP)
+	$(FLOOR_VENV)/bin/python -c 'import jax; assert jax.__version__ == "$(FLOOR_JAX)", jax.__version__'
+	$(FLOOR_VENV)/bin/pytest -q -n $(PYTEST_WORKERS) --dist load -m "not slow"
 
 # The printed tour, then a short MNIST run (Fashion-MNIST or scikit-learn's digits offline).
 demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
