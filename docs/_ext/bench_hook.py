@@ -13,6 +13,7 @@ tables stay in the repository). A page that linked the plots directly would fail
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +103,15 @@ def aot_markdown(docs_dir: Path) -> str:
     return "\n\n".join(parts)
 
 
+# `<!-- fig EXPR -->value<!-- /fig -->`: a figure and the expression over docs/bench's files it
+# comes from (tests/test_benchmarks_page.py checks them). The markers go before rendering: the
+# expressions' `R["a"]["b"]` would read as reference links.
+FIG_MARKERS = re.compile(r"<!-- /?fig\b.*?-->")
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, **kwargs: Any) -> str:
     docs_dir = Path(config["docs_dir"])
+    markdown = FIG_MARKERS.sub("", markdown)
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, results_markdown(docs_dir))
     if AOT_MARKER in markdown:
