@@ -295,20 +295,6 @@ def _shape_error(fn: str, name: str, shape: tuple, target: tuple, what: str) -> 
     )
 
 
-def _numeric(value: Any, name: str, fn: str) -> Array:
-    value = jnp.asarray(value)
-    if not (
-        jnp.issubdtype(value.dtype, jnp.floating)
-        or jnp.issubdtype(value.dtype, jnp.integer)
-        or value.dtype == jnp.bool_
-    ):
-        raise TypeError(
-            f"{fn}: `{name}` must be a real number array (floating, integer or bool), got dtype "
-            f"{value.dtype} with shape {value.shape}."
-        )
-    return value
-
-
 def _prepare(fn: str, logits: Any, labels: Any, where: Any, same_shape: bool = False, **options):
     """(x, t, mask, options, cdt): logits and labels broadcast together in the compute dtype;
     each array option (None stays None) checked to broadcast to that shape without enlarging
@@ -319,7 +305,7 @@ def _prepare(fn: str, logits: Any, labels: Any, where: Any, same_shape: bool = F
     `same_shape` (PyTorch's rule) the shapes must be equal."""
     _checks.check_floating(logits, "logits", fn)
     logits = jnp.asarray(logits)
-    labels = _numeric(labels, "labels", fn)
+    labels = _checks.real_array(labels, "labels", fn)
     try:
         shape = tuple(jnp.broadcast_shapes(logits.shape, labels.shape))
     except ValueError:
@@ -348,7 +334,7 @@ def _prepare(fn: str, logits: Any, labels: Any, where: Any, same_shape: bool = F
         if value is None:
             out[name] = None
             continue
-        value = _numeric(value, name, fn)
+        value = _checks.real_array(value, name, fn)
         try:
             ok = jnp.broadcast_shapes(value.shape, shape) == shape
         except ValueError:

@@ -342,6 +342,22 @@ def reduce_loss(
     return jnp.where(any_kept, total / safe, jnp.zeros_like(total))
 
 
+def real_array(value: Any, name: str, fn: str) -> jax.Array:
+    """`value` as an array of real numbers (floating, integer or bool), else a TypeError naming
+    the argument."""
+    value = jnp.asarray(value)
+    if not (
+        jnp.issubdtype(value.dtype, jnp.floating)
+        or jnp.issubdtype(value.dtype, jnp.integer)
+        or value.dtype == jnp.bool_
+    ):
+        raise TypeError(
+            f"{fn}: `{name}` must be a real number array (floating, integer or bool), got dtype "
+            f"{value.dtype} with shape {value.shape}."
+        )
+    return value
+
+
 def static_number(
     value: Any,
     name: str,

@@ -344,15 +344,7 @@ def example_weights(weights: Any, shape: tuple, fn: str, what: str) -> Array | N
     `what` says where `shape` comes from, for the message."""
     if weights is None:
         return None
-    w = jnp.asarray(weights)
-    if not (
-        jnp.issubdtype(w.dtype, jnp.floating)
-        or jnp.issubdtype(w.dtype, jnp.integer)
-        or w.dtype == jnp.bool_
-    ):
-        raise TypeError(
-            f"{fn}: `weights` must be real numbers, got dtype {w.dtype} with shape {w.shape}."
-        )
+    w = _checks.real_array(weights, "weights", fn)
     try:
         ok = tuple(jnp.broadcast_shapes(w.shape, tuple(shape))) == tuple(shape)
     except ValueError:

@@ -446,7 +446,7 @@ def test_weights_of_the_wrong_shape_name_the_argument_and_the_shapes(fn, args, o
     with pytest.raises(ValueError, match=rf"{fn.__name__}: `weights` with shape \(5,\) must have "
                        r"the per-example loss's shape \(6,\)"):  # fmt: skip
         fn(*args, weights=jnp.ones(5), **options)
-    with pytest.raises(TypeError, match=rf"{fn.__name__}: `weights` must be real numbers"):
+    with pytest.raises(TypeError, match=rf"{fn.__name__}: `weights` must be a real number array"):
         fn(*args, weights=jnp.ones(6, jnp.complex64), **options)
 
 
