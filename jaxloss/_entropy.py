@@ -72,7 +72,7 @@ def _reduce(
 def _in_base(h: Array, base: Any, fn: str) -> Array:
     if base is None:
         return h
-    if not _checks.is_static(base) and isinstance(base, jax_core.Tracer):
+    if isinstance(base, jax_core.Tracer):
         raise TypeError(
             f"{fn}: `base` must be a Python number fixed at trace time (it picks the unit), got "
             "a traced value; divide the entropy by log(base) yourself for a traced base."

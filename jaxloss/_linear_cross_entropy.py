@@ -890,24 +890,15 @@ def linear_cross_entropy(
     b = None if bias is None else jnp.asarray(bias)
     wy = jnp.ones((n,), cdt) if cw is None else _checks.take(cw.astype(cdt), jnp.maximum(y, 0))
 
+    # With per-token weights the reductions run on the per-token losses.
     token_weights = _options.example_weights(weights, y_shape, _FN, "the shape of `labels`")
-    if token_weights is not None:
-        per_token = linear_cross_entropy(
-            hidden, weight, labels, where, bias=bias, ignore_index=ignore_index,
-            label_smoothing=label_smoothing, class_weights=class_weights, z_loss=z_loss,
-            logit_softcap=logit_softcap, chunk_size=chunk_size, mesh=mesh, mesh_axes=mesh_axes,
-        )  # fmt: skip
-        shape = tuple(y_shape)
-        return _options.reduce(
-            cast(jax.Array, per_token), reduction, valid.reshape(shape), wy.reshape(shape),
-            token_weights,
-        )  # fmt: skip
+    valid_tokens, wy_tokens = valid.reshape(y_shape), wy.reshape(y_shape)
 
     if n == 0:
-        per_example = jnp.zeros((0,), cdt)
-        if reduction == "none":
-            return per_example.reshape(y_shape)
-        return _checks.reduce_loss(per_example, reduction, valid, wy)
+        per_example = jnp.zeros(y_shape, cdt)
+        if reduction == "none" and token_weights is None:
+            return per_example
+        return _options.reduce(per_example, reduction, valid_tokens, wy_tokens, token_weights)
 
     if mesh is None:
         placed = [a for a in (h, w, b, cw) if a is not None and _checks.explicitly_sharded(a)]
@@ -975,12 +966,15 @@ def linear_cross_entropy(
         # brings them back to the caller's layout.
         tok, tokd, wsp, vsp = _specs(s)
         args = _place(mesh, tuple(zip(args, (tokd, wsp, vsp, vsp, tok, tok, tok), strict=True)))
-    if reduction == "none":
+    if reduction == "none" or token_weights is not None:
         out = cast(jax.Array, _per_token(s, *args, hyper))
         if mesh is not None and out.shape[0] != n:
             # An Explicit axis cannot slice padding off a sharded dimension: replicate the
             # per-token losses (N numbers) first.
             (out,) = _place(mesh, ((out, P(None)),))
-        return out[:n].reshape(y_shape)
+        out = out[:n].reshape(y_shape)
+        if token_weights is None:
+            return out
+        return _options.reduce(out, reduction, valid_tokens, wy_tokens, token_weights)
     total = cast(jax.Array, _summed(s, *args, hyper))
     return _checks.reduce_loss(total[None], reduction, valid, wy)
